@@ -1,0 +1,76 @@
+"""Building blocks shared by the SAN-M encoder and decoder."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm with FunASR's eps (1e-12): checkpoints were trained with it."""
+
+    def __init__(self, size: int):
+        super().__init__(size, eps=1e-12)
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward: w_2(dropout(relu(w_1(x))))."""
+
+    def __init__(self, size: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.w_1 = nn.Linear(size, hidden)
+        self.w_2 = nn.Linear(hidden, size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w_2(self.dropout(torch.relu(self.w_1(x))))
+
+
+def sinusoidal_encoding(start: int, length: int, depth: int, dtype: torch.dtype = torch.float32,
+                        device: torch.device | None = None) -> torch.Tensor:
+    """FunASR's sinusoidal position encoding for positions ``start+1 .. start+length``, shape (length, depth).
+
+    Positions start at 1 and the timescale divides by ``depth/2 - 1`` (not ``depth/2``): both match
+    the checkpoints' training code, so they are kept.
+    """
+    positions = torch.arange(start + 1, start + length + 1, device=device, dtype=dtype)
+    log_increment = math.log(10000.0) / (depth / 2 - 1)
+    inv_timescales = torch.exp(torch.arange(depth // 2, device=device, dtype=dtype) * -log_increment)
+    scaled = positions[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+
+
+def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+           mask: torch.Tensor | None, dropout: float = 0.0) -> torch.Tensor:
+    """Scaled dot-product attention over (batch, heads, time, d_k); ``mask`` is True where allowed.
+
+    Rows with no allowed key give zeros (FunASR's masked_fill after softmax), not NaN.
+    """
+    scores = torch.matmul(query * query.size(-1) ** -0.5, key.transpose(-2, -1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).masked_fill(~mask, 0.0)
+    else:
+        weights = torch.softmax(scores, dim=-1)
+    if dropout > 0.0:
+        weights = torch.nn.functional.dropout(weights, dropout)
+    return torch.matmul(weights, value)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, time, heads*d_k) -> (batch, heads, time, d_k)."""
+    batch, time, size = x.shape
+    return x.view(batch, time, heads, size // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, time, d_k) -> (batch, time, heads*d_k)."""
+    batch, heads, time, d_k = x.shape
+    return x.transpose(1, 2).reshape(batch, time, heads * d_k)
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_length: int | None = None) -> torch.Tensor:
+    """(batch,) lengths -> (batch, max_length) bool mask, True on valid positions."""
+    max_length = int(lengths.max()) if max_length is None else max_length
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]

@@ -1,0 +1,168 @@
+"""Streaming recognition: one :class:`StreamingDecoder` per audio stream, holding all of its state.
+
+Audio of any length is buffered into strides of ``chunk_size[1]`` LFR frames (600 ms for 10). Each stride
+becomes ``chunk_size[1]`` feature frames; the encoder sees them after the previous stride's
+``chunk_size[0] + chunk_size[2]`` overlap frames, the CIF predictor fires over the frames
+``chunk_size[0] : chunk_size[0] + chunk_size[1]`` of that window (the rest is look-ahead), and the decoder
+turns the fired embeddings into characters. ``is_final`` flushes everything: the last partial stride,
+the look-ahead frames and the CIF remainder (with ``tail_threshold``), then resets the state.
+
+Semantics follow FunASR's ``ParaformerStreaming`` step for step, so token ids match it.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .frontend import StreamingFrontend
+from .predictor import CifState
+from .decoder import DecoderState
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = (0, 10, 5)
+
+
+class ChunkSizeError(ValueError):
+    """chunk_size / look-back settings that cannot work."""
+
+
+def check_chunk_size(chunk_size: Sequence[int], encoder_look_back: int, decoder_look_back: int) -> tuple[int, int, int]:
+    """Validate ``[left, stride, look_ahead]`` (in 60 ms LFR frames) and the look-back counts."""
+    try:
+        values = tuple(int(v) for v in chunk_size)
+    except (TypeError, ValueError):
+        raise ChunkSizeError(f"chunk_size must be 3 integers [left, stride, look_ahead], got {chunk_size!r}") from None
+    if len(values) != 3 or any(float(v) != float(orig) for v, orig in zip(values, chunk_size)):
+        raise ChunkSizeError(f"chunk_size must be 3 integers [left, stride, look_ahead], got {chunk_size!r}")
+    left, stride, look_ahead = values
+    if stride <= 0 or left < 0 or look_ahead < 0:
+        raise ChunkSizeError(f"chunk_size {list(values)}: stride must be > 0 and the others >= 0")
+    for name, value in (("encoder_chunk_look_back", encoder_look_back), ("decoder_chunk_look_back", decoder_look_back)):
+        if not isinstance(value, (int, np.integer)) or value < -1:
+            raise ChunkSizeError(f"{name} must be an integer >= -1 (-1: unbounded), got {value!r}")
+    return values
+
+
+class StreamingDecoder:
+    """State of one stream; feed it audio with :meth:`feed`, finish with ``is_final=True`` or :meth:`finish`.
+
+    Also a context manager: ``with model_stream as s: s.feed(chunk) ...`` flushes on exit.
+    """
+
+    def __init__(self, model, chunk_size: Sequence[int] = DEFAULT_CHUNK_SIZE, encoder_chunk_look_back: int = 4,
+                 decoder_chunk_look_back: int = 1, key: str = "stream"):
+        if not model.streaming:
+            raise ChunkSizeError("this model has no chunked encoder (it is an offline Paraformer); "
+                                 "use an online model such as ...-online for streaming")
+        self.model = model
+        self.key = key
+        self.chunk_size = check_chunk_size(chunk_size, encoder_chunk_look_back, decoder_chunk_look_back)
+        self.encoder_look_back = int(encoder_chunk_look_back)
+        self.decoder_look_back = int(decoder_chunk_look_back)
+        self.stride_samples = self.chunk_size[1] * model.frontend.samples_per_lfr_frame
+        self.result = None  # the Transcript of the last finished utterance
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the next sample starts a new utterance."""
+        model = self.model
+        left, _, look_ahead = self.chunk_size
+        dim = model.encoder.output_size
+        self.buffer = np.zeros(0, np.float32)
+        self.frontend = StreamingFrontend(model.frontend)
+        self.frames_seen = 0  # LFR frames embedded so far (position of the next frame)
+        self.overlap = torch.zeros(1, left + look_ahead, model.config.input_size, dtype=model.dtype, device=model.device)
+        self.encoder_caches: list = [None] * len(model.encoder.layers)
+        self.cif_state = CifState(torch.zeros(1, dtype=model.dtype, device=model.device),
+                                  torch.zeros(1, dim, dtype=model.dtype, device=model.device))
+        self.decoder_state = DecoderState()
+        self.token_ids: list[int] = []
+        self.timestamps: list[list[int]] = []
+        self.last_fire_frame = 0
+
+    def __enter__(self) -> "StreamingDecoder":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None and (self.buffer.size or self.frames_seen):
+            self.finish()
+
+    @property
+    def text(self) -> str:
+        """Text recognised so far in this utterance."""
+        return self.model.tokenizer.decode(self.token_ids) if self.model.tokenizer else ""
+
+    @torch.inference_mode()
+    def feed(self, samples: np.ndarray, is_final: bool = False) -> list[int]:
+        """Add 16 kHz float32 samples; return the token ids recognised by this call (all of them when final)."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.buffer = np.concatenate([self.buffer, samples]) if self.buffer.size else samples
+        steps = len(self.buffer) // self.stride_samples + int(is_final)
+        new_ids: list[int] = []
+        for step in range(steps):
+            piece = self.buffer[step * self.stride_samples:(step + 1) * self.stride_samples]
+            last = is_final and step == steps - 1
+            if last and len(piece) < self.model.frontend.samples_per_lfr_frame:
+                new_ids += self._step(None, is_final=True)  # under one frame left: flush the look-ahead only
+            else:
+                features = self.frontend.accept(piece, is_final=last)
+                new_ids += self._step(features, is_final=last)
+        self.buffer = self.buffer[steps * self.stride_samples:].copy()
+        if is_final:
+            from .model import Transcript
+
+            self.result = Transcript(self.key, self.text, list(self.token_ids), [list(t) for t in self.timestamps])
+            self.reset()
+        return new_ids
+
+    def finish(self) -> list[int]:
+        """Flush the stream (same as ``feed(empty, is_final=True)``); returns the last token ids."""
+        return self.feed(np.zeros(0, np.float32), is_final=True)
+
+    def decode_all(self, samples: np.ndarray, key: Optional[str] = None):
+        """Stream a whole waveform and return its :class:`~.model.Transcript` (state is reset afterwards)."""
+        self.key = key or self.key
+        self.feed(samples, is_final=True)
+        return self.result
+
+    def _embed(self, features: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(features).to(self.model.device, self.model.dtype)[None]
+        x = self.model.encoder.embed(x, self.frames_seen)
+        self.frames_seen += x.size(1)
+        return x
+
+    def _step(self, features: Optional[np.ndarray], is_final: bool) -> list[int]:
+        """Encode one window, fire CIF over its current frames, decode what fired."""
+        model = self.model
+        left, stride, look_ahead = self.chunk_size
+        if features is None:  # tail: only the cached overlap frames are left to encode
+            window = self.overlap
+        else:
+            if len(features) == 0 and not is_final:
+                return []
+            window = torch.cat([self.overlap, self._embed(features)], dim=1)
+            keep = left + look_ahead
+            self.overlap = window[:, window.size(1) - keep:] if keep else window[:, :0]
+        window_start = self.frames_seen - window.size(1)  # absolute frame of window[0] (<0: initial padding)
+        look_back = self.encoder_look_back * stride if self.encoder_look_back > 0 else self.encoder_look_back
+        encoded = model.encoder.forward_chunk(window, None, self.encoder_caches, look_ahead, look_back)
+        end = encoded.size(1) if is_final else left + stride
+        cif, self.cif_state = model.predictor.forward_chunk(encoded, self.cif_state, is_final, left, end)
+        count = int(cif.token_counts[0])
+        if count < 1:
+            return []
+        dec_look_back = self.decoder_look_back * stride if self.decoder_look_back > 0 else self.decoder_look_back
+        logits = model.decoder.forward_chunk(encoded, cif.embeddings[:, :count], self.decoder_state, dec_look_back)
+        ids = [i for i in logits[0].argmax(-1).tolist() if i > 2]  # drop <blank>, <s>, </s>
+        for fire in cif.fire_frames[0][:count]:
+            frame = max(0, window_start + left + fire)
+            start = max(self.last_fire_frame, frame - 12)
+            self.timestamps.append([int(start * 60), int(frame * 60)])
+            self.last_fire_frame = frame
+        self.timestamps = self.timestamps[: len(self.token_ids) + len(ids)]
+        self.token_ids += ids
+        return ids

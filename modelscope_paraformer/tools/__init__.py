@@ -1,0 +1,1 @@
+"""Auxiliary tools (text normalisation, synthetic corpus generation)."""
