@@ -1,0 +1,14 @@
+"""ModelScope adapters; importing this package registers them (model, preprocessor, pipeline, routing).
+
+It imports modelscope's registries (several seconds); :mod:`modelscope_paraformer.registration` defers that
+until modelscope itself loads them.
+"""
+from . import routing  # noqa: F401  (imports .pipeline, which imports .model and .preprocessor)
+from .model import LEGACY_MODEL_NAME, MODEL_NAME, ParaformerForASR
+from .pipeline import (LEGACY_PIPELINE_NAME, PIPELINE_NAME, ParaformerASRPipeline, ResultList,
+                       StreamingUnsupportedError)
+from .preprocessor import PREPROCESSOR_NAME, ParaformerAudioPreprocessor
+
+__all__ = ["LEGACY_MODEL_NAME", "LEGACY_PIPELINE_NAME", "MODEL_NAME", "PIPELINE_NAME", "PREPROCESSOR_NAME",
+           "ParaformerASRPipeline", "ParaformerAudioPreprocessor", "ParaformerForASR", "ResultList",
+           "StreamingUnsupportedError"]

@@ -1,0 +1,71 @@
+"""The ModelScope ``Model`` wrapper: a ``TorchModel`` holding the core :class:`~..core.Paraformer`."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence, Union
+
+import numpy as np
+import torch
+from modelscope.models.base import TorchModel
+from modelscope.models.builder import MODELS
+from modelscope.utils.constant import Tasks
+
+from ..core import Paraformer, StreamingDecoder, Transcript, load_model
+from ..core.audio import Utterance
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "paraformer"
+LEGACY_MODEL_NAME = "generic-asr"  # what pre-FunASR-1.x hub repos name; modelscope no longer registers it
+
+
+def torch_device(device: Union[str, torch.device, None]) -> torch.device:
+    """ModelScope device names (``gpu``, ``gpu:1``, ``cuda``) as a torch device; CPU when CUDA is unavailable.
+
+    ``pipeline()`` passes ``gpu`` by default, also on machines without a GPU.
+    """
+    name = str(device or "cpu").lower()
+    if name.startswith("gpu"):
+        name = "cuda" + name[3:]
+    resolved = torch.device(name)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        logger.info("CUDA is not available: running Paraformer on the CPU")
+        return torch.device("cpu")
+    return resolved
+
+
+@MODELS.register_module(Tasks.auto_speech_recognition, module_name=MODEL_NAME)
+@MODELS.register_module(Tasks.auto_speech_recognition, module_name=LEGACY_MODEL_NAME)
+class ParaformerForASR(TorchModel):
+    """Paraformer (offline or online) loaded natively from a local model dir; no funasr involved.
+
+    Extra keyword arguments from ``configuration.json`` or ``pipeline()`` (``mode``, ``model_config``,
+    ``model_revision``, legacy file names ...) are accepted and ignored: the core finds its own files.
+    """
+
+    def __init__(self, model_dir: str, *args: Any, device: Union[str, torch.device, None] = "cpu",
+                 dtype: Union[str, torch.dtype] = torch.float32, **kwargs: Any):
+        target = torch_device(device)
+        super().__init__(model_dir, *args, device=str(target))
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        self.paraformer: Paraformer = load_model(model_dir, target, dtype)
+        logger.debug("ignored model options: %s", sorted(kwargs))
+
+    @property
+    def streaming(self) -> bool:
+        """True for online (chunked-encoder) models."""
+        return self.paraformer.streaming
+
+    def transcribe(self, waveforms: Sequence[np.ndarray], keys: Sequence[str] | None = None,
+                   batch_size: int = 8) -> list[Transcript]:
+        """Recognise 16 kHz float32 waveforms (see :meth:`Paraformer.transcribe`)."""
+        return self.paraformer.transcribe(waveforms, keys, batch_size)
+
+    def stream(self, **options: Any) -> StreamingDecoder:
+        """A new streaming session; ``options`` are those of :class:`StreamingDecoder` (chunk_size, look-backs, key)."""
+        return StreamingDecoder(self.paraformer, **options)
+
+    def forward(self, utterances: Sequence[Utterance], batch_size: int = 8) -> list[Transcript]:
+        """``model(utterances)``: the preprocessor's output in, one :class:`Transcript` per utterance out."""
+        return self.transcribe([u.samples for u in utterances], [u.key for u in utterances], batch_size)

@@ -1,0 +1,371 @@
+"""Fine-tuning and training from scratch, single process or DDP under ``torchrun``.
+
+The result is a complete model directory (configuration.json, config.yaml, model.pt, am.mvn, tokens.json)
+that ``load_model`` and ModelScope's ``pipeline()`` load. Checkpoints are written atomically every
+``save_interval_steps`` and at each epoch end, so ``kill -9`` loses at most one interval: rerunning the
+same command resumes from ``work_dir/checkpoints/last.pt`` at the same batch of the same epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..core.checkpoint import atomic_write, find_model_files, load_model, save_model_dir
+from ..core.config import parse_config
+from ..core.frontend import Frontend
+from ..core.model import Paraformer
+from ..core.streaming import StreamingDecoder
+from ..core.tokenizer import CharTokenizer
+from .data import FeatureDataset, Sample, bucket_batches, iterate_batches, read_dataset, validate
+from .loss import paraformer_loss
+from .metrics import CerReport
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerConfig:
+    """Options of :class:`ParaformerTrainer`; names follow the old ModelScope ASR trainer where they exist."""
+
+    work_dir: str
+    data_dir: str
+    model: Optional[str] = None  # base model dir or hub id; None trains ``architecture`` from scratch
+    valid_dir: Optional[str] = None  # default: a held-out 2 % of data_dir
+    model_revision: Optional[str] = None
+    architecture: Optional[dict[str, Any]] = None  # config.yaml mapping for training from scratch
+    max_epoch: int = 10
+    batch_bins: int = 20000  # max_frames (10 ms) x utterances per batch
+    lr: float = 5e-4
+    warmup_steps: int = 500
+    grad_clip: float = 5.0
+    accum_grad: int = 1
+    save_interval_steps: int = 200
+    avg_nbest: int = 3
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"  # fp16 / bf16 autocast on GPU; bf16 also on CPU
+    num_workers: int = 0
+    augment: bool = True
+    cache_features: bool = False  # precompute features in memory (no speed perturbation); fast on small CPUs
+    sampling_ratio: Optional[float] = None  # None: the model's model_conf.sampling_ratio
+    chunk_size: Sequence[int] = (0, 10, 5)
+    encoder_chunk_look_back: int = 4
+    decoder_chunk_look_back: int = 1
+    log_interval: int = 20
+    max_steps: Optional[int] = None  # stop early (tests, smoke runs)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_vocabulary(samples: Sequence[Sample]) -> CharTokenizer:
+    """``<blank> <s> </s>`` + the training characters (sorted) + ``<unk>``, FunASR's token order."""
+    chars = sorted({char for sample in samples for char in sample.text.replace(" ", "")})
+    return CharTokenizer(["<blank>", "<s>", "</s>", *chars, "<unk>"])
+
+
+def estimate_cmvn(frontend: Frontend, samples: Sequence[Sample], limit: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Global mean/std of un-normalised LFR features over up to ``limit`` utterances -> (shift, scale)."""
+    from ..core.audio import load_audio
+
+    plain = Frontend(frontend.config, None)
+    total, squares, count = None, None, 0
+    for sample in samples[:limit]:
+        features = plain(load_audio(sample.source)).astype(np.float64)
+        total = features.sum(0) if total is None else total + features.sum(0)
+        squares = (features ** 2).sum(0) if squares is None else squares + (features ** 2).sum(0)
+        count += len(features)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 1e-8))
+    return (-mean).astype(np.float32), (1.0 / std).astype(np.float32)
+
+
+class LossModule(nn.Module):
+    """Wraps the model so that DistributedDataParallel sees the loss computation as its forward."""
+
+    def __init__(self, model: Paraformer, config: TrainerConfig):
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, features, lengths, targets):
+        c = self.config
+        return paraformer_loss(self.model, features, lengths, targets, c.sampling_ratio, tuple(c.chunk_size),
+                               c.encoder_chunk_look_back, c.decoder_chunk_look_back)
+
+
+def warmup_lr(step: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to ``peak`` then inverse square-root decay (Noam shape, peak-parameterised)."""
+    step = max(step, 1)
+    return peak * min(step / max(warmup, 1), math.sqrt(max(warmup, 1) / step))
+
+
+class ParaformerTrainer:
+    """Train or fine-tune a Paraformer; ``train()`` returns the output model dir, ``evaluate()`` the CER."""
+
+    def __init__(self, config: TrainerConfig):
+        self.config = config
+        self.work_dir = Path(config.work_dir)
+        self.checkpoint_dir = self.work_dir / "checkpoints"
+        self.rank, self.world_size = self._init_distributed()
+        self.device = self._pick_device(config.device)
+        self._random_seed(config.seed)
+        self.model, self.raw_config, self.cmvn_path = self._build_model()
+        self.model.to(self.device)
+
+    # ----- setup -------------------------------------------------------------------------------------
+    def _init_distributed(self) -> tuple[int, int]:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+        return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+    def _pick_device(self, device: str) -> torch.device:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and self.world_size > 1:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+        return torch.device(device)
+
+    @staticmethod
+    def _random_seed(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _build_model(self) -> tuple[Paraformer, dict[str, Any], Path]:
+        c = self.config
+        self.train_samples = read_dataset(c.data_dir)
+        if c.model is not None:
+            from ..hub import resolve_model_dir
+
+            model_dir = resolve_model_dir(c.model, c.model_revision)
+            model = load_model(model_dir)  # keeps the base vocabulary
+            files = find_model_files(model_dir)
+            import yaml
+
+            raw = yaml.safe_load(files.config.read_text(encoding="utf-8"))
+            cmvn_path = files.cmvn
+        else:
+            if not c.architecture:
+                raise ValueError("training from scratch needs `architecture` (a config.yaml mapping) or `model`")
+            raw = copy.deepcopy(c.architecture)
+            tokenizer = build_vocabulary(validate(self.train_samples, None))
+            config = parse_config(raw, "architecture", vocab_size=len(tokenizer))
+            cmvn_path = self.work_dir / "am.mvn"
+            if self.rank == 0 and not cmvn_path.is_file():
+                from ..tools.random_model import write_cmvn
+
+                shift, scale = estimate_cmvn(Frontend(config.frontend), self.train_samples)
+                write_cmvn(cmvn_path, shift, scale)
+            self._barrier()
+            from ..core.frontend import load_cmvn
+
+            model = Paraformer(config, Frontend(config.frontend, load_cmvn(cmvn_path)), tokenizer)
+        self.tokenizer = model.tokenizer
+        return model, raw, cmvn_path
+
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def _datasets(self) -> tuple[list[Sample], list[Sample]]:
+        c = self.config
+        samples = validate(self.train_samples, self.tokenizer)
+        if c.valid_dir:
+            return samples, validate(read_dataset(c.valid_dir), self.tokenizer)
+        shuffled = sorted(samples, key=lambda s: s.key)
+        random.Random(c.seed).shuffle(shuffled)
+        held_out = max(1, len(shuffled) // 50)
+        return shuffled[held_out:], shuffled[:held_out]
+
+    # ----- checkpoints -------------------------------------------------------------------------------
+    def _save_state(self, path: Path, state: dict[str, Any]) -> None:
+        if self.rank == 0:
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    def _load_resume_state(self) -> Optional[dict[str, Any]]:
+        path = self.checkpoint_dir / "last.pt"
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a damaged last.pt must not end the run: start over, keep the file
+            logger.warning("cannot resume from %s (%s); starting from the beginning", path, error)
+            return None
+
+    # ----- training ----------------------------------------------------------------------------------
+    def _autocast(self):
+        precision = self.config.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def train(self) -> Path:
+        """Run the epochs (resuming if a checkpoint exists); returns the output model directory."""
+        c = self.config
+        train_samples, valid_samples = self._datasets()
+        frontend = self.model.frontend
+        train_set = FeatureDataset(train_samples, frontend, self.tokenizer, augment=c.augment, seed=c.seed)
+        valid_set = FeatureDataset(valid_samples, frontend, self.tokenizer, augment=False)
+        if c.cache_features:
+            train_set.precompute()
+            valid_set.precompute()
+        lengths = [sample.length or 300 for sample in train_samples]
+        module = LossModule(self.model, c)
+        wrapped = nn.parallel.DistributedDataParallel(module) if self.world_size > 1 else module
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(0.9, 0.98), eps=1e-9)
+        scaler = torch.amp.GradScaler(enabled=c.precision == "fp16" and self.device.type == "cuda")
+        step, start_epoch, skip_batches, scores = 0, 1, 0, {}
+        resume = self._load_resume_state()
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            step, start_epoch, skip_batches = resume["step"], resume["epoch"], resume["batches_done"]
+            scores = resume.get("scores", {})
+            logger.info("resuming at epoch %d, batch %d (step %d)", start_epoch, skip_batches, step)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        for epoch in range(start_epoch, c.max_epoch + 1):
+            train_set.epoch = epoch
+            batches = bucket_batches(lengths, c.batch_bins, c.seed, epoch)
+            usable = len(batches) // self.world_size * self.world_size  # equal work on every rank
+            batches = batches[self.rank:usable:self.world_size] if self.world_size > 1 else batches
+            self.model.train()
+            progress = tqdm(total=len(batches), initial=skip_batches, desc=f"epoch {epoch}",
+                            disable=self.rank != 0 or not c.extra.get("progress", True), dynamic_ncols=True)
+            running, started = [], time.time()
+            for index, batch in enumerate(iterate_batches(train_set, batches[skip_batches:], c.num_workers),
+                                          start=skip_batches):
+                if batch is None:
+                    continue
+                features, feature_lengths, targets, _ = batch
+                with self._autocast():
+                    out = wrapped(features.to(self.device), feature_lengths.to(self.device),
+                                  [t.to(self.device) for t in targets])
+                scaler.scale(out.loss / c.accum_grad).backward()
+                if (index + 1) % c.accum_grad == 0:
+                    step += 1
+                    for group in optimizer.param_groups:
+                        group["lr"] = warmup_lr(step, c.lr, c.warmup_steps)
+                    scaler.unscale_(optimizer)
+                    norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+                    if torch.isfinite(norm):
+                        scaler.step(optimizer)
+                    else:
+                        logger.warning("step %d: non-finite gradient norm; update skipped", step)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                running.append((out.loss.item(), out.accuracy))
+                progress.update(1)
+                if step and step % c.log_interval == 0 and running:
+                    loss, acc = np.mean([r[0] for r in running]), np.mean([r[1] for r in running])
+                    progress.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                    logger.info("epoch %d step %d loss %.4f acc %.3f", epoch, step, loss, acc)
+                    running = []
+                if step and step % c.save_interval_steps == 0 and (index + 1) % c.accum_grad == 0:
+                    self._save_state(self.checkpoint_dir / "last.pt", self._state(optimizer, step, epoch, index + 1,
+                                                                                  scores))
+                if c.max_steps and step >= c.max_steps:
+                    break
+            progress.close()
+            skip_batches = 0
+            valid_loss = self._valid_loss(valid_set)
+            scores[str(epoch)] = valid_loss
+            logger.info("epoch %d done in %.0f s, valid loss %.4f", epoch, time.time() - started, valid_loss)
+            self._save_state(self.checkpoint_dir / f"epoch_{epoch}.pt", {"model": self._cpu_state()})
+            self._save_state(self.checkpoint_dir / "last.pt", self._state(optimizer, step, epoch + 1, 0, scores))
+            self._barrier()
+            if c.max_steps and step >= c.max_steps:
+                break
+        return self._export(scores)
+
+    def _cpu_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def _state(self, optimizer, step: int, epoch: int, batches_done: int, scores: dict) -> dict[str, Any]:
+        return {"model": self._cpu_state(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
+                "batches_done": batches_done, "scores": dict(scores)}
+
+    @torch.no_grad()
+    def _valid_loss(self, valid_set: FeatureDataset) -> float:
+        self.model.eval()
+        lengths = [sample.length or 300 for sample in valid_set.samples]
+        total, weight = 0.0, 0
+        for batch in iterate_batches(valid_set, bucket_batches(lengths, self.config.batch_bins, 0, 0, False)):
+            if batch is None:
+                continue
+            features, feature_lengths, targets, _ = batch
+            out = LossModule(self.model, self.config)(features.to(self.device), feature_lengths.to(self.device),
+                                                      [t.to(self.device) for t in targets])
+            total += out.loss.item() * len(targets)
+            weight += len(targets)
+        self.model.train()
+        return total / max(weight, 1)
+
+    def _export(self, scores: dict[str, float]) -> Path:
+        """Average the ``avg_nbest`` epochs with the lowest validation loss into ``work_dir/model``."""
+        out = self.work_dir / "model"
+        if self.rank == 0:
+            best = sorted(scores, key=lambda epoch: scores[epoch])[: max(1, self.config.avg_nbest)]
+            paths = [self.checkpoint_dir / f"epoch_{epoch}.pt" for epoch in best]
+            paths = [p for p in paths if p.is_file()] or [None]
+            if paths == [None]:
+                averaged = self._cpu_state()
+            else:
+                states = [torch.load(p, map_location="cpu", weights_only=True)["model"] for p in paths]
+                averaged = {key: (sum(s[key].double() for s in states) / len(states)).to(states[0][key].dtype)
+                            if states[0][key].is_floating_point() else states[0][key] for key in states[0]}
+            logger.info("averaging epochs %s into %s", ", ".join(best), out)
+            save_model_dir(self.model, out, self.raw_config, self.cmvn_path, averaged)
+            atomic_write(out / "training.json", lambda tmp: Path(tmp).write_text(json.dumps(
+                {"averaged_epochs": best, "valid_loss": scores, "config": _jsonable(asdict(self.config))},
+                indent=2, ensure_ascii=False)))
+        self._barrier()
+        return out
+
+    # ----- evaluation --------------------------------------------------------------------------------
+    def evaluate(self, data_dir: Optional[str] = None, model_dir: Optional[str] = None, streaming: bool = False,
+                 chunk_size: Sequence[int] = (0, 10, 5)) -> dict[str, Any]:
+        """CER of ``model_dir`` (default: the trained output, else the current weights) on ``data_dir``."""
+        directory = model_dir or (self.work_dir / "model" if (self.work_dir / "model" / "model.pt").is_file() else None)
+        model = load_model(directory) if directory else self.model.eval()
+        samples = validate(read_dataset(data_dir or self.config.valid_dir or self.config.data_dir), None)
+        return evaluate_model(model, samples, streaming, chunk_size).as_dict()
+
+
+def evaluate_model(model: Paraformer, samples: Sequence[Sample], streaming: bool = False,
+                   chunk_size: Sequence[int] = (0, 10, 5), batch_size: int = 16) -> CerReport:
+    """Decode ``samples`` and score them (streaming models decode chunk by chunk either way)."""
+    from ..core.audio import load_audio
+
+    report = CerReport()
+    model.eval()
+    for start in tqdm(range(0, len(samples), batch_size), desc="decoding", leave=False):
+        batch = samples[start:start + batch_size]
+        audio = [load_audio(sample.source) for sample in batch]
+        if model.streaming:
+            results = [StreamingDecoder(model, chunk_size).decode_all(a, s.key) for a, s in zip(audio, batch)]
+        else:
+            results = model.transcribe(audio, [s.key for s in batch], batch_size=batch_size)
+        for sample, result in zip(batch, results):
+            report.add(sample.key, sample.text, result.text)
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
