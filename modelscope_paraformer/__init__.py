@@ -1,0 +1,43 @@
+"""Alibaba's Paraformer ASR as a native ModelScope plugin (no funasr at runtime).
+
+Plain PyTorch use::
+
+    from modelscope_paraformer import load_model, transcribe, StreamingDecoder
+    model = load_model("path/to/model_dir")
+    print(transcribe(model, "a.wav")[0].text)
+
+ModelScope use: ``import modelscope_paraformer`` and then ``pipeline(Tasks.auto_speech_recognition, model=...)``.
+Importing is cheap: the core (torch) loads on first attribute access, and the ModelScope classes register
+themselves when modelscope loads its registries (see :mod:`.registration`).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import registration
+
+if TYPE_CHECKING:
+    from .api import transcribe
+    from .core import (AudioError, CheckpointError, ChunkSizeError, ConfigError, ModelDirError, Paraformer,
+                       StreamingDecoder, Transcript, load_audio, load_model)
+    from .hub import resolve_model_dir
+
+_EXPORTS = {
+    "transcribe": ".api", "resolve_model_dir": ".hub",
+    **{name: ".core" for name in ("AudioError", "CheckpointError", "ChunkSizeError", "ConfigError", "ModelDirError",
+                                  "Paraformer", "StreamingDecoder", "Transcript", "load_audio", "load_model")},
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the core lazily (PEP 562), so that ``import modelscope_paraformer`` does not pay for torch."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+registration.install()

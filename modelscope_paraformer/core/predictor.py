@@ -94,6 +94,11 @@ class CifPredictor(nn.Module):
                 target_lengths: Optional[torch.Tensor] = None) -> CifOutput:
         """Offline CIF. With ``target_lengths`` (training) the weights are rescaled to sum to them."""
         valid = torch.arange(hidden.size(1), device=hidden.device)[None, :] < lengths[:, None]
+        if target_lengths is None:
+            # zero the padding first: the conv would otherwise see it beside a row's last frame, and a batch
+            # would decode differently from each utterance alone (FunASR has that quirk; training keeps it
+            # so the loss equals FunASR's)
+            hidden = hidden * valid[:, :, None]
         alphas = self.frame_weights(hidden) * valid
         if target_lengths is not None:
             # teacher forcing: scale the weights to fire exactly the target count; the unscaled sum

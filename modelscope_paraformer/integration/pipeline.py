@@ -96,7 +96,6 @@ class ParaformerASRPipeline(Pipeline):
                                             f"{model.model_dir} is an offline one")
         super().__init__(model=model, preprocessor=preprocessor or ParaformerAudioPreprocessor(model.model_dir),
                          device=device, **kwargs)
-        self.mode = mode
 
     def __call__(self, input: Any = None, *, audio_in: Any = None, param_dict: Optional[dict] = None,
                  **options: Any) -> ResultList:
@@ -122,7 +121,7 @@ class ParaformerASRPipeline(Pipeline):
         if not self.model.streaming and any(options.get(name) is not None for name in STREAM_OPTIONS):
             raise StreamingUnsupportedError(
                 f"{self.model.model_dir} is an offline Paraformer: cache / is_final / chunk_size need an online "
-                "model (e.g. ...-online); call p(audio) without them for offline recognition")
+                "model (the ...-online hub models); call p(audio) without them for offline recognition")
         keys = options.get("key")
         utterances = self.preprocessor(audio, fs=options.get("fs"), keys=[keys] if isinstance(keys, str) else keys)
         if cache is not None:
@@ -155,13 +154,11 @@ class ParaformerASRPipeline(Pipeline):
             session = cache[SESSION_KEY] = self.model.stream(key=chunk.key, **requested)
         else:
             self._check_session(session, requested)
-        before = session.text
-        session.feed(chunk.samples, is_final=bool(options.get("is_final")))
-        if options.get("is_final"):
-            after = session.result.text
+        before, final = session.text, bool(options.get("is_final"))
+        session.feed(chunk.samples, is_final=final)
+        after = session.result.text if final else session.text
+        if final:
             cache.clear()  # the dict is ready for the next utterance
-        else:
-            after = session.text
         # The text difference, not decode(new ids): joining latin words adds spaces between calls.
         return ResultList([{"key": session.key, "text": after[len(before):]}])
 

@@ -3,7 +3,7 @@
 Hub repos converted for FunASR 1.x name ``model: funasr`` and ``pipeline: funasr-pipeline`` in
 configuration.json, so ``pipeline()`` would build modelscope's ``FunASRPipeline`` and hand everything to
 funasr. Registering our class under ``funasr-pipeline`` is no option: modelscope imports its own module for that
-name lazily, which then collides with (or silently replaces) ours. Instead this module wraps
+name lazily, whose registration then fails on the duplicate name. Instead this module wraps
 ``modelscope.pipelines.builder.build_pipeline``, the function ``pipeline()`` calls, through the module global,
 once it has resolved the local model dir and the pipeline name. The wrapper changes only one case: name
 ``funasr-pipeline``, task ``auto-speech-recognition``, and a dir whose config.yaml says ``model: Paraformer``

@@ -172,7 +172,7 @@ def paraformer_loss(model: Paraformer, features: torch.Tensor, feature_lengths: 
         loss = conf.ctc_weight * loss_ctc + (1 - conf.ctc_weight) * loss_att + conf.predictor_weight * loss_pre
     valid = ys != IGNORE_ID
     accuracy = float(((logits.argmax(-1) == ys) & valid).sum()) / max(int(valid.sum()), 1)
-    return LossOutput(loss, float(loss_att), float(loss_pre), float(loss_ctc), accuracy, int(valid.sum()))
+    return LossOutput(loss, loss_att.item(), loss_pre.item(), loss_ctc.item(), accuracy, int(valid.sum()))
 
 
 def ctc_loss(model: Paraformer, encoded: torch.Tensor, lengths: torch.Tensor, targets: Sequence[torch.Tensor]

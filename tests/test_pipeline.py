@@ -1,0 +1,266 @@
+"""ModelScope integration: pipeline() on small random-weight models and real speech, both call styles, routing."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import modelscope_paraformer
+from modelscope_paraformer.core import ChunkSizeError, ModelDirError, StreamingDecoder, load_audio, load_model
+from modelscope_paraformer.hub import resolve_model_dir
+
+pipelines = pytest.importorskip("modelscope.pipelines")  # registers our classes (see registration.py)
+from modelscope.utils.constant import Tasks  # noqa: E402
+
+from modelscope_paraformer.integration import ParaformerASRPipeline, StreamingUnsupportedError  # noqa: E402
+from modelscope_paraformer.integration.routing import is_paraformer_dir  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+STRIDE = 10 * 960  # samples in one chunk_size[1] = 10 stride
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine each OpenMP barrier can cost ~30 ms."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def wavs(speech, tmp_path_factory) -> list[Path]:
+    """Two speech files: the example and its second half (different audio, for two interleaved sessions)."""
+    import soundfile
+
+    half = tmp_path_factory.mktemp("wavs") / "second_half.wav"
+    soundfile.write(half, speech[len(speech) // 2:], 16000)
+    return [REPO / "examples" / "asr_example_zh.wav", half]
+
+
+@pytest.fixture(scope="session")
+def online(small_models):
+    return pipelines.pipeline(task=Tasks.auto_speech_recognition, model=str(small_models["online"]), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def offline(small_models):
+    return pipelines.pipeline(task=Tasks.auto_speech_recognition, model=str(small_models["offline"]), device="cpu")
+
+
+def core_text(model_dir: Path, wav: Path, **stream_options) -> str:
+    model = load_model(model_dir)
+    if stream_options:
+        return StreamingDecoder(model, **stream_options).decode_all(load_audio(wav)).text
+    return model.transcribe([load_audio(wav)])[0].text
+
+
+def stream(p, samples: np.ndarray, cache: dict, chunk: int = STRIDE, card_style: bool = False, **options) -> str:
+    """Feed ``samples`` in pieces of ``chunk`` samples, the last with is_final; return the concatenated text."""
+    text = ""
+    for start in range(0, len(samples), chunk):
+        params = {"cache": cache, "is_final": start + chunk >= len(samples), **options}
+        if card_style:
+            result = p(audio_in=samples[start:start + chunk], param_dict=params)
+            text += result["text"]  # the model card's own indexing
+        else:
+            result = p(input=samples[start:start + chunk], **params)
+            text += result[0]["text"]
+        assert isinstance(result, list) and set(result[0]) == {"key", "text"}
+    return text
+
+
+@pytest.mark.parametrize("variant", ["offline", "online"])
+def test_pipeline_matches_core(small_models, wavs, online, offline, variant):
+    p = online if variant == "online" else offline
+    assert isinstance(p, ParaformerASRPipeline)
+    (result,) = p(str(wavs[0]))
+    assert result["key"] == wavs[0].stem and result["timestamp"]
+    assert result["text"] and result["text"] == core_text(small_models[variant], wavs[0])
+
+
+def test_default_device_falls_back_to_cpu(small_models, wavs):
+    p = pipelines.pipeline(task=Tasks.auto_speech_recognition, model=str(small_models["offline"]))  # device "gpu"
+    assert p.model.paraformer.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("chunk_size", [[5, 10, 5], [0, 10, 5]])
+def test_call_styles_match_streaming_decoder(small_models, wavs, online, chunk_size):
+    samples = load_audio(wavs[0])
+    expected = core_text(small_models["online"], wavs[0], chunk_size=chunk_size)
+    card = stream(online, samples, {}, card_style=True, chunk_size=chunk_size)
+    current = stream(online, samples, {}, chunk_size=chunk_size, encoder_chunk_look_back=4, decoder_chunk_look_back=1)
+    assert expected and card == current == expected
+
+
+def test_model_card_loop_verbatim(small_models, wavs, online):
+    """The loop of the online model card, unchanged apart from the pipeline and the wav."""
+    import soundfile
+
+    speech, _ = soundfile.read(wavs[0])
+    speech_length = speech.shape[0]
+    sample_offset = 0
+    chunk_size = [5, 10, 5]
+    stride_size = chunk_size[1] * 960
+    param_dict = {"cache": dict(), "is_final": False, "chunk_size": chunk_size}
+    final_result = ""
+    for sample_offset in range(0, speech_length, min(stride_size, speech_length - sample_offset)):
+        if sample_offset + stride_size >= speech_length - 1:
+            stride_size = speech_length - sample_offset
+            param_dict["is_final"] = True
+        rec_result = online(audio_in=speech[sample_offset: sample_offset + stride_size], param_dict=param_dict)
+        if len(rec_result) != 0:
+            final_result += rec_result["text"]
+    assert final_result == core_text(small_models["online"], wavs[0], chunk_size=chunk_size)
+    assert param_dict["cache"] == {}
+
+
+def test_interleaved_sessions_are_independent(online, wavs):
+    a, b = load_audio(wavs[0]), load_audio(wavs[1])
+    alone = [stream(online, a, {}), stream(online, b, {})]
+    caches, texts = ({}, {}), ["", ""]
+    for start in range(0, max(len(a), len(b)), STRIDE):
+        for i, samples in enumerate((a, b)):
+            if start < len(samples):
+                final = start + STRIDE >= len(samples)
+                texts[i] += online(samples[start:start + STRIDE], cache=caches[i], is_final=final)[0]["text"]
+    assert texts == alone and all(alone)
+
+
+def test_cache_is_reusable_after_is_final(online, wavs):
+    samples, cache = load_audio(wavs[0]), {}
+    first = stream(online, samples, cache)
+    assert cache == {}
+    assert stream(online, samples, cache) == first
+
+
+def test_odd_chunk_lengths_give_the_same_text(online, wavs):
+    samples = load_audio(wavs[0])
+    assert stream(online, samples, {}, chunk=1234) == stream(online, samples, {}) != ""
+
+
+def test_online_without_cache_decodes_whole_input(small_models, online, wavs):
+    (result,) = online(str(wavs[0]), chunk_size=[5, 10, 5], is_final=False)
+    assert result["text"] == core_text(small_models["online"], wavs[0], chunk_size=[5, 10, 5])
+
+
+@pytest.mark.parametrize("chunk_size", [[10], [0, 10], "abc", [0, 0, 5], [0, 10.5, 5]])
+def test_bad_chunk_size_is_a_clear_value_error(online, wavs, chunk_size):
+    with pytest.raises(ValueError, match="chunk_size"):
+        online(load_audio(wavs[0])[:STRIDE], cache={}, is_final=False, chunk_size=chunk_size)
+    with pytest.raises(ValueError, match="chunk_size"):
+        online(audio_in=load_audio(wavs[0]), param_dict={"chunk_size": chunk_size})
+
+
+def test_chunk_size_change_mid_session_is_refused(online, wavs):
+    samples, cache = load_audio(wavs[0]), {}
+    online(samples[:STRIDE], cache=cache, chunk_size=[0, 10, 5])
+    online(samples[STRIDE:2 * STRIDE], cache=cache, chunk_size=(0, 10, 5))  # same settings, other spelling
+    with pytest.raises(ChunkSizeError, match="mid-utterance"):
+        online(samples[2 * STRIDE:3 * STRIDE], cache=cache, chunk_size=[5, 10, 5])
+    online(samples[2 * STRIDE:], cache=cache, is_final=True)
+    assert cache == {}
+
+
+def test_streaming_on_offline_model_is_refused(small_models, offline, wavs):
+    with pytest.raises(StreamingUnsupportedError, match="offline"):
+        offline(load_audio(wavs[0]), cache={}, is_final=True)
+    with pytest.raises(StreamingUnsupportedError, match="online"):
+        pipelines.pipeline(task=Tasks.auto_speech_recognition, model=str(small_models["offline"]), device="cpu",
+                           mode="paraformer_streaming")
+
+
+def test_offline_list_input(offline, wavs, small_models):
+    audio = [str(wavs[0]), load_audio(wavs[1])]
+    for options in ({}, {"batch_size": 1}, {"batch_size_s": 1.0}):
+        results = offline(audio, **options)
+        assert [r["key"] for r in results] == [wavs[0].stem, "utt1"]
+        assert [r["text"] for r in results] == [core_text(small_models["offline"], wav) for wav in wavs]
+
+
+def test_wav_scp_input(offline, wavs, tmp_path):
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"u{i} {wav}\n" for i, wav in enumerate(wavs)))
+    results = offline(str(scp), batch_size=2)
+    assert [r["key"] for r in results] == ["u0", "u1"]
+    assert [r["text"] for r in results] == [r["text"] for r in offline([str(w) for w in wavs])]
+
+
+def copy_with_configuration(source: Path, target: Path, configuration: dict) -> Path:
+    shutil.copytree(source, target)
+    (target / "configuration.json").write_text(json.dumps(configuration))
+    return target
+
+
+def test_legacy_configuration(small_models, wavs, tmp_path):
+    legacy = {"framework": "pytorch", "task": "auto-speech-recognition",
+              "model": {"type": "generic-asr", "model_config": {"mode": "paraformer_streaming"}},
+              "pipeline": {"type": "asr-inference"}}
+    model_dir = copy_with_configuration(small_models["online"], tmp_path / "legacy", legacy)
+    p = pipelines.pipeline(task=Tasks.auto_speech_recognition, model=str(model_dir), device="cpu",
+                           mode="paraformer_streaming")
+    assert isinstance(p, ParaformerASRPipeline)
+    assert stream(p, load_audio(wavs[0]), {}, card_style=True) == core_text(small_models["online"], wavs[0],
+                                                                            chunk_size=(0, 10, 5))
+
+
+@pytest.mark.parametrize("variant", ["offline", "online"])
+def test_funasr_configuration_routes_to_this_package(small_models, wavs, tmp_path, variant):
+    funasr_style = {"framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"},
+                    "pipeline": {"type": "funasr-pipeline"}, "model_config": {},
+                    "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
+                                        "tokenizer_conf": {"token_list": "tokens.json"},
+                                        "frontend_conf": {"cmvn_file": "am.mvn"}}}
+    model_dir = copy_with_configuration(small_models[variant], tmp_path / variant, funasr_style)
+    p = pipelines.pipeline(task=Tasks.auto_speech_recognition, model=str(model_dir), device="cpu")
+    assert isinstance(p, ParaformerASRPipeline)
+    assert "funasr" not in sys.modules
+    assert p(str(wavs[0]))[0]["text"] == core_text(small_models[variant], wavs[0])
+
+
+def test_other_funasr_models_are_left_to_modelscope(small_models, tmp_path):
+    other = tmp_path / "sensevoice"
+    shutil.copytree(small_models["offline"], other)
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    (other / "config.yaml").write_text(yaml.safe_dump({**config, "model": "SenseVoiceSmall"}))
+    assert is_paraformer_dir(small_models["online"]) and is_paraformer_dir(small_models["offline"])
+    assert not is_paraformer_dir(other) and not is_paraformer_dir(tmp_path / "missing") and not is_paraformer_dir(None)
+
+
+def test_resolve_model_dir_stays_local(small_models, monkeypatch):
+    monkeypatch.chdir(small_models["online"].parent)
+    assert resolve_model_dir("./online") == resolve_model_dir(str(small_models["online"])) == small_models["online"].resolve()
+    for missing in ("./missing", "/nonexistent/model", "a/b/c", "~/no-such-model-dir"):
+        with pytest.raises(ModelDirError, match="not found"):
+            resolve_model_dir(missing)
+
+
+def test_transcribe_helper(small_models, wavs):
+    (result,) = modelscope_paraformer.transcribe(str(small_models["offline"]), str(wavs[0]))
+    assert result.text == core_text(small_models["offline"], wavs[0])
+
+
+def run_python(code: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=120)
+
+
+def test_import_is_cheap_and_core_works_without_modelscope(small_models, wavs):
+    run_python("import sys, modelscope_paraformer as m\n"
+               "assert 'torch' not in sys.modules and 'modelscope' not in sys.modules, sorted(sys.modules)\n"
+               "sys.modules['modelscope'] = None  # as if modelscope were not installed\n"
+               f"assert m.transcribe({str(small_models['offline'])!r}, {str(wavs[0])!r})[0].text")
+
+
+def test_registration_when_modelscope_was_imported_first():
+    run_python("from modelscope.pipelines.builder import PIPELINES\n"
+               "import modelscope_paraformer\n"
+               "assert PIPELINES.get('paraformer-asr', 'auto-speech-recognition') is not None")
