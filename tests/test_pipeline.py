@@ -20,7 +20,8 @@ from modelscope_paraformer.hub import resolve_model_dir
 pipelines = pytest.importorskip("modelscope.pipelines")  # registers our classes (see registration.py)
 from modelscope.utils.constant import Tasks  # noqa: E402
 
-from modelscope_paraformer.integration import ParaformerASRPipeline, StreamingUnsupportedError  # noqa: E402
+from modelscope_paraformer.integration import (ParaformerASRPipeline, ParaformerForASR,  # noqa: E402
+                                               StreamingUnsupportedError)
 from modelscope_paraformer.integration.routing import is_paraformer_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,8 +222,7 @@ def test_funasr_configuration_routes_to_this_package(small_models, wavs, tmp_pat
                                         "frontend_conf": {"cmvn_file": "am.mvn"}}}
     model_dir = copy_with_configuration(small_models[variant], tmp_path / variant, funasr_style)
     p = pipelines.pipeline(task=Tasks.auto_speech_recognition, model=str(model_dir), device="cpu")
-    assert isinstance(p, ParaformerASRPipeline)
-    assert "funasr" not in sys.modules
+    assert isinstance(p, ParaformerASRPipeline) and isinstance(p.model, ParaformerForASR)  # funasr is not involved
     assert p(str(wavs[0]))[0]["text"] == core_text(small_models[variant], wavs[0])
 
 
@@ -237,7 +237,8 @@ def test_other_funasr_models_are_left_to_modelscope(small_models, tmp_path):
 
 def test_resolve_model_dir_stays_local(small_models, monkeypatch):
     monkeypatch.chdir(small_models["online"].parent)
-    assert resolve_model_dir("./online") == resolve_model_dir(str(small_models["online"])) == small_models["online"].resolve()
+    expected = small_models["online"].resolve()
+    assert resolve_model_dir("./online") == resolve_model_dir("online") == resolve_model_dir(str(expected)) == expected
     for missing in ("./missing", "/nonexistent/model", "a/b/c", "~/no-such-model-dir"):
         with pytest.raises(ModelDirError, match="not found"):
             resolve_model_dir(missing)
@@ -248,9 +249,12 @@ def test_transcribe_helper(small_models, wavs):
     assert result.text == core_text(small_models["offline"], wavs[0])
 
 
-def run_python(code: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=120)
+def run_python(code: str, **env: str) -> str:
+    """Run ``code`` in a fresh interpreter (import-time behaviour); return its stdout."""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_import_is_cheap_and_core_works_without_modelscope(small_models, wavs):
@@ -264,3 +268,12 @@ def test_registration_when_modelscope_was_imported_first():
     run_python("from modelscope.pipelines.builder import PIPELINES\n"
                "import modelscope_paraformer\n"
                "assert PIPELINES.get('paraformer-asr', 'auto-speech-recognition') is not None")
+
+
+def test_unreachable_hub_id_is_a_clear_error():
+    """Without network (as here) or for a missing repo; retries cut short (modelscope reads them at import)."""
+    code = ("from modelscope_paraformer.hub import resolve_model_dir\n"
+            "try:\n    resolve_model_dir('damo/no-such-model-for-this-test', 'v2.0.4')\n"
+            "except FileNotFoundError as error:\n    print(error)\n")
+    out = run_python(code, MODELSCOPE_API_MAX_RETRIES="1", MODELSCOPE_DOWNLOAD_MAX_RETRIES="1")
+    assert "does not exist as a local directory and could not be downloaded" in out

@@ -77,10 +77,14 @@ def _decode_file_bytes(data: Union[bytes, str, os.PathLike], name: str) -> tuple
         samples, sample_rate = soundfile.read(source, dtype="float32", always_2d=False)
     except Exception as soundfile_error:  # soundfile raises several types; fall back to librosa (mp3, m4a, ...)
         try:
+            import warnings
+
             import librosa
 
-            samples, sample_rate = librosa.load(io.BytesIO(data) if isinstance(data, bytes) else str(data),
-                                                sr=None, mono=False)
+            with warnings.catch_warnings():  # librosa warns on its audioread fallback path; we report instead
+                warnings.simplefilter("ignore")
+                samples, sample_rate = librosa.load(io.BytesIO(data) if isinstance(data, bytes) else str(data),
+                                                    sr=None, mono=False)
             samples = samples.T if samples.ndim == 2 else samples
         except Exception:
             raise AudioError(f"{name}: not a readable audio file ({soundfile_error})") from None

@@ -89,7 +89,7 @@ class Frontend:
         frames = np.array([extractor.get_frame(first + index) for index in range(count)], dtype=np.float32)
         if count:
             extractor.pop(count)
-        return frames.reshape(count, -1)
+        return frames.reshape(count, extractor.dim)
 
     def fbank(self, samples: np.ndarray) -> np.ndarray:
         """Log-mel filterbank (frames, n_mels) of a whole waveform."""

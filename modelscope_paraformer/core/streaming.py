@@ -107,7 +107,10 @@ class StreamingDecoder:
             piece = self.buffer[step * self.stride_samples:(step + 1) * self.stride_samples]
             last = is_final and step == steps - 1
             if last and len(piece) < self.model.frontend.samples_per_lfr_frame:
-                new_ids += self._step(None, is_final=True)  # under one frame left: flush the look-ahead only
+                # under one frame left: flush the look-ahead only (nothing at all if no audio came in; FunASR
+                # would decode its all-zero initial buffer here)
+                if self.frames_seen:
+                    new_ids += self._step(None, is_final=True)
             else:
                 features = self.frontend.accept(piece, is_final=last)
                 new_ids += self._step(features, is_final=last)

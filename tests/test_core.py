@@ -1,0 +1,94 @@
+"""Core behaviour without modelscope: frontend, streaming state, tokenizer, timestamps, CER."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from modelscope_paraformer.core import StreamingDecoder, load_model
+from modelscope_paraformer.core.frontend import StreamingFrontend
+from modelscope_paraformer.core.tokenizer import CharTokenizer
+from modelscope_paraformer.training.metrics import char_errors
+
+
+def test_streaming_frontend_equals_offline(small_models, speech):
+    model = load_model(small_models["online"])
+    offline = model.frontend(speech)
+    rng = np.random.default_rng(0)
+    stream, pieces, start = StreamingFrontend(model.frontend), [], 0
+    while start < len(speech):
+        size = int(rng.integers(1, 4000))
+        pieces.append(stream.accept(speech[start:start + size], is_final=start + size >= len(speech)))
+        start += size
+    assert np.allclose(np.concatenate(pieces), offline, atol=1e-5)
+
+
+def test_any_chunk_length_gives_same_text(small_models, speech):
+    model = load_model(small_models["online"])
+    whole = StreamingDecoder(model).decode_all(speech)
+    session = StreamingDecoder(model)
+    for start in range(0, len(speech), 1234):
+        session.feed(speech[start:start + 1234])
+    session.finish()
+    assert session.result.token_ids == whole.token_ids
+    assert whole.text
+
+
+def test_sessions_are_independent(small_models, speech):
+    model = load_model(small_models["online"])
+    other = speech[::-1].copy()
+    alone = [StreamingDecoder(model).decode_all(a).token_ids for a in (speech, other)]
+    first, second = StreamingDecoder(model), StreamingDecoder(model)
+    stride = first.stride_samples
+    for start in range(0, len(speech), stride):
+        last = start + stride >= len(speech)
+        first.feed(speech[start:start + stride], is_final=last)
+        second.feed(other[start:start + stride], is_final=last)
+    assert [first.result.token_ids, second.result.token_ids] == alone
+
+
+def test_final_resets_and_abandoned_session_does_not_leak(small_models, speech):
+    model = load_model(small_models["online"])
+    expected = StreamingDecoder(model).decode_all(speech).token_ids
+    session = StreamingDecoder(model)
+    assert session.decode_all(speech).token_ids == expected
+    assert session.decode_all(speech).token_ids == expected  # state was reset by is_final
+    abandoned = StreamingDecoder(model)
+    abandoned.feed(speech[:30000])  # never finished
+    assert StreamingDecoder(model).decode_all(speech).token_ids == expected
+
+
+def test_context_manager_flushes(small_models, speech):
+    model = load_model(small_models["online"])
+    with StreamingDecoder(model) as session:
+        session.feed(speech)
+    assert session.result.token_ids == StreamingDecoder(model).decode_all(speech).token_ids
+
+
+def test_offline_timestamps_are_ordered_and_inside_audio(small_models, speech):
+    model = load_model(small_models["offline"])
+    result = model.transcribe([speech])[0]
+    assert len(result.timestamps) == len(result.text)
+    duration_ms = len(speech) / 16
+    for (start, end), (next_start, _) in zip(result.timestamps, result.timestamps[1:] + [[duration_ms, 0]]):
+        assert 0 <= start <= end <= duration_ms + 60
+        assert start <= next_start
+
+
+def test_online_model_decodes_whole_file_offline(small_models, speech):
+    model = load_model(small_models["online"])
+    assert model.transcribe([speech])[0].token_ids == StreamingDecoder(model).decode_all(speech).token_ids
+
+
+def test_tokenizer_join_and_unknown():
+    tokenizer = CharTokenizer(["<blank>", "<s>", "</s>", "你", "好", "hel@@", "lo", "world", "<unk>"])
+    assert tokenizer.decode([3, 4, 5, 6, 7, 2]) == "你好hello world"
+    assert tokenizer.encode("你x") == [3, 8]
+    assert tokenizer.unknown_chars("你x") == {"x"}
+
+
+def test_char_errors_counts():
+    counts = char_errors("一二三四", "一三四五")
+    assert (counts.substitutions, counts.insertions, counts.deletions) == (0, 1, 1)
+    assert counts.cer == pytest.approx(0.5)
+    assert char_errors("", "").cer == 0.0
