@@ -1,0 +1,66 @@
+"""Training script; the same command runs single-process or distributed (DDP) under torchrun.
+
+    python -m modelscope_paraformer.training.train --model DIR --data-dir data/train --work-dir exp/ft
+    torchrun --nproc_per_node=2 -m modelscope_paraformer.training.train --model DIR --data-dir ... --work-dir ...
+
+``--architecture config.yaml`` trains from scratch instead of ``--model``. Rerunning a command resumes it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+
+def parameter_checksum(model: torch.nn.Module) -> str:
+    """SHA-256 of all parameters: identical on every DDP rank when training stays in sync."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    from ..core.config import read_yaml
+    from .trainer import ParaformerTrainer, TrainerConfig
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--work-dir", required=True)
+    parser.add_argument("--valid-dir")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="base model dir or hub id (fine-tuning keeps its vocabulary)")
+    source.add_argument("--architecture", help="config.yaml to train from scratch")
+    parser.add_argument("--max-epoch", type=int, default=10)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--batch-bins", type=int, default=12000)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warmup-steps", type=int, default=500)
+    parser.add_argument("--save-interval-steps", type=int, default=200)
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--checksum", action="store_true", help="write each rank's parameter checksum to work_dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = TrainerConfig(work_dir=args.work_dir, data_dir=args.data_dir, valid_dir=args.valid_dir, model=args.model,
+                           architecture=read_yaml(args.architecture) if args.architecture else None,
+                           max_epoch=args.max_epoch, max_steps=args.max_steps, batch_bins=args.batch_bins, lr=args.lr,
+                           warmup_steps=args.warmup_steps, save_interval_steps=args.save_interval_steps,
+                           precision=args.precision, seed=args.seed, augment=not args.no_augment)
+    trainer = ParaformerTrainer(config)
+    trainer.train()
+    if args.checksum:
+        Path(args.work_dir, f"checksum.rank{trainer.rank}").write_text(parameter_checksum(trainer.model))
+    if trainer.world_size > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Training: loss parity with funasr, data validation, a tiny run end to end, resume after kill -9, DDP."""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+from modelscope_paraformer.core import load_model
+from modelscope_paraformer.tools.train_demo import demo_architecture
+from modelscope_paraformer.training.data import read_dataset, validate
+from modelscope_paraformer.training.loss import paraformer_loss
+from modelscope_paraformer.training.trainer import ParaformerTrainer, TrainerConfig
+
+from conftest import EXAMPLE_TEXT, EXAMPLE_WAV
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_architecture() -> dict:
+    config = demo_architecture()
+    config["encoder_conf"].update(output_size=64, linear_units=128, num_blocks=2)
+    config["decoder_conf"].update(linear_units=128, num_blocks=1, att_layer_num=1)
+    config["predictor_conf"]["idim"] = 64
+    return config
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A Kaldi dir of 8 real utterances (the example at several speeds), plus a jsonl twin."""
+    import librosa
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    speech, _ = soundfile.read(EXAMPLE_WAV, dtype="float32")
+    scp, text = [], []
+    for index, rate in enumerate([0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2]):
+        path = root / f"utt{index}.wav"
+        soundfile.write(path, librosa.effects.time_stretch(speech, rate=rate), 16000)
+        scp.append(f"utt{index} {path}")
+        text.append(f"utt{index} {EXAMPLE_TEXT}")
+    (root / "wav.scp").write_text("\n".join(scp) + "\n")
+    (root / "text").write_text("\n".join(text) + "\n")
+    return root
+
+
+def test_loss_equals_funasr(small_models, speech):
+    funasr = pytest.importorskip("funasr")
+    ours = load_model(small_models["offline"])
+    features, lengths = ours.features([speech, speech[:40000], speech[:20000]])
+    targets = [torch.randint(3, 99, (n,), generator=torch.Generator().manual_seed(n)) for n in (9, 6, 3)]
+    expected_model = funasr.AutoModel(model=str(small_models["offline"]), disable_update=True, device="cpu",
+                                      ncpu=torch.get_num_threads(), log_level="ERROR").model.eval()
+    expected_model.sampling_ratio = 0.0
+    padded = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=-1)
+    expected, stats, _ = expected_model(features.clone(), lengths, padded, torch.tensor([9, 6, 3]))
+    ours.eval()
+    got = paraformer_loss(ours, features, lengths, targets, sampling_ratio=0.0)
+    assert got.loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert got.loss_pre == pytest.approx(stats["loss_pre"].item(), abs=1e-5)
+
+
+def test_streaming_loss_trains_through_chunks(small_models, speech):
+    model = load_model(small_models["online"]).train()
+    features, lengths = model.features([speech, speech[:30000]])
+    out = paraformer_loss(model, features, lengths, [torch.tensor([5, 6, 7]), torch.tensor([8, 9])])
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert model.encoder.encoders[0].self_attn.linear_q_k_v.weight.grad.abs().sum() > 0
+
+
+def test_bad_rows_are_reported_and_skipped(tmp_path, caplog):
+    good = tmp_path / "good.wav"
+    shutil.copy(EXAMPLE_WAV, good)
+    (tmp_path / "broken.wav").write_text("not audio")
+    (tmp_path / "wav.scp").write_text(f"a {good}\nb {tmp_path / 'missing.wav'}\nc {good}\nd {good}\n"
+                                      f"e {tmp_path / 'broken.wav'}\n")
+    (tmp_path / "text").write_text(f"a {EXAMPLE_TEXT}\nb 一二\nc \nd 一X二\ne 一二\n")
+    from modelscope_paraformer.core.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer(["<blank>", "<s>", "</s>", *sorted(set(EXAMPLE_TEXT) | {"一", "二"}), "<unk>"])
+    with caplog.at_level(logging.WARNING):
+        kept = validate(read_dataset(tmp_path), tokenizer)
+    assert [s.key for s in kept] == ["a"]
+    log = caplog.text
+    assert "text:2" in log and "not found" in log  # missing wav, with the line number
+    assert "text:3" in log and "empty transcript" in log
+    assert "text:4" in log and "outside the vocabulary X" in log
+    assert "text:5" in log and "unreadable audio" in log
+
+
+def test_train_from_scratch_then_pipeline_loads_it(tiny_data, tmp_path):
+    config = TrainerConfig(work_dir=str(tmp_path / "exp"), data_dir=str(tiny_data), architecture=tiny_architecture(),
+                           max_epoch=2, batch_bins=4000, lr=1e-3, warmup_steps=2, save_interval_steps=2,
+                           avg_nbest=2, extra={"progress": False})
+    trainer = ParaformerTrainer(config)
+    out = trainer.train()
+    for name in ("configuration.json", "config.yaml", "model.pt", "am.mvn", "tokens.json"):
+        assert (out / name).is_file(), name
+    model = load_model(out)
+    assert model.streaming and set(EXAMPLE_TEXT) <= set(model.tokenizer.tokens)
+    report = trainer.evaluate(data_dir=str(tiny_data))
+    assert 0.0 <= report["cer"] and report["utterances"] == 8
+
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+
+    import modelscope_paraformer  # noqa: F401  (registers the classes)
+
+    asr = pipeline(task=Tasks.auto_speech_recognition, model=str(out))
+    assert isinstance(asr(str(EXAMPLE_WAV))[0]["text"], str)
+
+
+def test_build_trainer_finetunes_and_keeps_vocabulary(tiny_data, tmp_path):
+    first = ParaformerTrainer(TrainerConfig(work_dir=str(tmp_path / "base"), data_dir=str(tiny_data),
+                                            architecture=tiny_architecture(), max_epoch=1, batch_bins=4000,
+                                            extra={"progress": False})).train()
+    import modelscope_paraformer  # noqa: F401
+    from modelscope.trainers import build_trainer
+
+    trainer = build_trainer("paraformer-trainer", default_args=dict(
+        model=str(first), data_dir=str(tiny_data), work_dir=str(tmp_path / "ft"), max_epoch=1, batch_bins=4000,
+        lr=1e-4, extra={"progress": False}))
+    out = Path(trainer.train())
+    assert load_model(out).tokenizer.tokens == load_model(first).tokenizer.tokens
+    assert "cer" in trainer.evaluate(str(out))
+
+
+def _train_command(data: Path, work: Path, *extra: str) -> list[str]:
+    arch = work.parent / "arch.yaml"
+    arch.write_text(yaml.safe_dump(tiny_architecture()))
+    return [sys.executable, "-m", "modelscope_paraformer.training.train", "--data-dir", str(data), "--work-dir",
+            str(work), "--architecture", str(arch), "--batch-bins", "1500", "--lr", "1e-3", "--warmup-steps", "2",
+            "--seed", "3", *extra]
+
+
+def test_resume_after_kill(tiny_data, tmp_path):
+    work = tmp_path / "exp"
+    command = _train_command(tiny_data, work, "--max-epoch", "40", "--save-interval-steps", "2")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = work / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert last.is_file(), "no checkpoint was written before the kill"
+    saved = torch.load(last, weights_only=True)
+    done = subprocess.run(command[:-4] + ["--max-epoch", str(saved["epoch"] + 1), "--save-interval-steps", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming at epoch {saved['epoch']}, batch {saved['batches_done']} (step {saved['step']})" in done.stderr
+    assert (work / "model" / "model.pt").is_file()
+
+
+def test_ddp_two_processes_stay_in_sync(tiny_data, tmp_path):
+    work = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+               *(_train_command(tiny_data, work, "--max-epoch", "1", "--max-steps", "3", "--checksum")[1:])]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checksums = [(work / f"checksum.rank{rank}").read_text() for rank in (0, 1)]
+    assert checksums[0] == checksums[1]
+    assert (work / "model" / "model.pt").is_file()
