@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence, Union
 
-import torch
-
 from .core import Paraformer, Transcript, load_model
 from .core.audio import iter_inputs
 from .hub import resolve_model_dir
@@ -20,6 +18,6 @@ def transcribe(model: Union[Paraformer, str, os.PathLike], audio: Any, *, fs: Op
     with :func:`load_model` when transcribing repeatedly.
     """
     if not isinstance(model, Paraformer):
-        model = load_model(resolve_model_dir(model, model_revision), device, torch.float32)
+        model = load_model(resolve_model_dir(model, model_revision), device)
     utterances = list(iter_inputs(audio, fs=fs, keys=keys))
     return model.transcribe([u.samples for u in utterances], [u.key for u in utterances], batch_size)

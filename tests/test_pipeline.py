@@ -103,7 +103,7 @@ def test_call_styles_match_streaming_decoder(small_models, wavs, online, chunk_s
 
 
 def test_model_card_loop_verbatim(small_models, wavs, online):
-    """The loop of the online model card, unchanged apart from the pipeline and the wav."""
+    """The online model card's loop, minus its prints and the space it puts between pieces."""
     import soundfile
 
     speech, _ = soundfile.read(wavs[0])
@@ -264,10 +264,14 @@ def test_import_is_cheap_and_core_works_without_modelscope(small_models, wavs):
                f"assert m.transcribe({str(small_models['offline'])!r}, {str(wavs[0])!r})[0].text")
 
 
-def test_registration_when_modelscope_was_imported_first():
-    run_python("from modelscope.pipelines.builder import PIPELINES\n"
+def test_registration_in_either_import_order():
+    """Pipelines loaded before this package (registered at import), trainers after it (registered by the hook)."""
+    run_python("from modelscope.pipelines import builder\n"
                "import modelscope_paraformer\n"
-               "assert PIPELINES.get('paraformer-asr', 'auto-speech-recognition') is not None")
+               "assert builder.PIPELINES.get('paraformer-asr', 'auto-speech-recognition') is not None\n"
+               "assert builder.build_pipeline.routes_paraformer\n"
+               "from modelscope.trainers.builder import TRAINERS\n"
+               "assert TRAINERS.get('paraformer-trainer') is not None")
 
 
 def test_unreachable_hub_id_is_a_clear_error():

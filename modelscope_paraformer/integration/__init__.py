@@ -1,7 +1,8 @@
 """ModelScope adapters; importing this package registers them (model, preprocessor, pipeline, routing).
 
 It imports modelscope's registries (several seconds); :mod:`modelscope_paraformer.registration` defers that
-until modelscope itself loads them.
+until modelscope itself loads them. The trainer adapter (:mod:`.trainer`) is registered separately, when
+modelscope loads its trainers.
 """
 from . import routing  # noqa: F401  (imports .pipeline, which imports .model and .preprocessor)
 from .model import LEGACY_MODEL_NAME, MODEL_NAME, ParaformerForASR
