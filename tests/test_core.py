@@ -92,3 +92,29 @@ def test_char_errors_counts():
     assert (counts.substitutions, counts.insertions, counts.deletions) == (0, 1, 1)
     assert counts.cer == pytest.approx(0.5)
     assert char_errors("", "").cer == 0.0
+
+
+def test_legacy_layout_loads(small_models, tmp_path, speech):
+    """Revisions v1.0.x: model.pb, tokens.txt, legacy names in config.yaml, model_config.mode."""
+    import json
+    import shutil
+
+    import yaml
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(small_models["online"], legacy)
+    (legacy / "model.pt").rename(legacy / "model.pb")
+    tokens = json.loads((legacy / "tokens.json").read_text())
+    (legacy / "tokens.json").unlink()
+    (legacy / "tokens.txt").write_text("\n".join(tokens) + "\n")
+    config = yaml.safe_load((legacy / "config.yaml").read_text())
+    config.update(model="paraformer_online", encoder="sanm_chunk_opt", decoder="paraformer_decoder_sanm",
+                  predictor="cif_predictor_v2")
+    (legacy / "config.yaml").write_text(yaml.safe_dump(config))
+    (legacy / "configuration.json").write_text(json.dumps({
+        "framework": "pytorch", "task": "auto-speech-recognition",
+        "model": {"type": "generic-asr", "am_model_name": "model.pb", "mvn_file": "am.mvn",
+                  "model_config": {"mode": "paraformer_streaming", "type": "pytorch", "code_base": "funasr"}},
+        "pipeline": {"type": "asr-inference"}}))
+    expected = StreamingDecoder(load_model(small_models["online"])).decode_all(speech).token_ids
+    assert StreamingDecoder(load_model(legacy)).decode_all(speech).token_ids == expected

@@ -1,0 +1,161 @@
+"""Fast paths: optimize_for_inference, the batched streaming scheduler and long-audio segmentation.
+
+Small random models (see conftest): they fire tokens on nearly everything and their near-flat logits
+make token ids sensitive to the smallest numeric change, so equality here is a strict check.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from modelscope_paraformer.core import StreamingDecoder, load_model
+from modelscope_paraformer.core.batch_streaming import BatchedStreamer
+from modelscope_paraformer.core.optimize import optimize_for_inference, warm_up
+from modelscope_paraformer.core.segment import split_long_audio, transcribe_long
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def clips(speech) -> list[np.ndarray]:
+    return [speech[:20000], speech, np.tile(speech, 2)[:150000]]
+
+
+@pytest.fixture(scope="module")
+def long_audio(speech) -> np.ndarray:
+    """The example repeated 10 times with 1 s of silence after each: 67 s."""
+    gap = np.zeros(SR, np.float32)
+    return np.concatenate([np.concatenate([speech, gap]) for _ in range(10)])
+
+
+def _decode(model, audio: np.ndarray):
+    return StreamingDecoder(model).decode_all(audio) if model.streaming else model.transcribe([audio])[0]
+
+
+@pytest.mark.parametrize("variant", ["offline", "online"])
+def test_fp32_optimize_keeps_tokens(small_models, clips, variant):
+    before = [_decode(load_model(small_models[variant]), clip).token_ids for clip in clips]
+    model = optimize_for_inference(load_model(small_models[variant]), "fp32", num_threads=torch.get_num_threads())
+    warm_up(model)
+    assert [_decode(model, clip).token_ids for clip in clips] == before
+    assert all(before)
+
+
+@pytest.mark.parametrize("variant", ["offline", "online"])
+@pytest.mark.parametrize("mode", [{"dtype": "bf16"}, {"quantize": "int8"}])
+def test_reduced_precision_decodes(small_models, clips, variant, mode):
+    model = optimize_for_inference(load_model(small_models[variant]), **mode)
+    results = [_decode(model, clip) for clip in clips]
+    assert all(result.text for result in results)
+    if mode.get("dtype") == "bf16":
+        assert model.dtype == torch.bfloat16
+
+
+def test_optimize_rejects_bad_options(small_models):
+    model = load_model(small_models["offline"])
+    with pytest.raises(ValueError):
+        optimize_for_inference(model, dtype="fp16")
+    with pytest.raises(ValueError):
+        optimize_for_inference(model, dtype="bf16", quantize="int8")
+    with pytest.raises(ValueError):
+        optimize_for_inference(model, quantize="int4")
+
+
+def _stream_batched(streamer: BatchedStreamer, audios: list[np.ndarray], feeds: list[list[int]]) -> dict:
+    """Feed each stream in its own irregular piece sizes, stepping after every round; collect new ids."""
+    positions, collected, round_ = [0] * len(audios), {i: [] for i in range(len(audios))}, 0
+    for i in range(len(audios)):
+        streamer.open(i)
+    while any(p < len(a) for p, a in zip(positions, audios)) or streamer.pending():
+        for i, audio in enumerate(audios):
+            if positions[i] < len(audio):
+                size = feeds[i][round_ % len(feeds[i])]
+                streamer.feed(i, audio[positions[i]:positions[i] + size], is_final=positions[i] + size >= len(audio))
+                positions[i] += size
+        round_ += 1
+        for i, ids in streamer.step().items():
+            collected[i] += ids
+    return collected
+
+
+@pytest.mark.parametrize("chunk_size,batch_decoder", [((0, 10, 5), True), ((0, 8, 4), True), ((0, 10, 5), False)])
+def test_batched_streaming_equals_single(small_models, speech, chunk_size, batch_decoder):
+    model = load_model(small_models["online"])
+    # different lengths, piece sizes and so chunk phases; the last one is shorter than one LFR frame
+    audios = [speech[:40000], np.tile(speech, 2)[:150000], np.roll(speech, 7777)[:91000], speech[:900]]
+    feeds = [[3000, 7000, 12000], [9600], [5000, 20000], [900]]
+    expected = [StreamingDecoder(model, chunk_size, 4, 1).decode_all(audio) for audio in audios]
+    streamer = BatchedStreamer(model, chunk_size, 4, 1)
+    streamer.batch_decoder = batch_decoder  # False: exercise the per-stream decoder fallback
+    collected = _stream_batched(streamer, audios, feeds)
+    for i, reference in enumerate(expected):
+        result = streamer.result(i)
+        assert result.token_ids == reference.token_ids, i
+        assert result.timestamps == reference.timestamps, i
+        assert collected[i] == reference.token_ids, i
+    assert any(reference.token_ids for reference in expected)
+
+
+def test_batched_streamer_reuses_and_guards_streams(small_models, speech):
+    model = load_model(small_models["online"])
+    streamer = BatchedStreamer(model)
+    streamer.open("a")
+    with pytest.raises(KeyError):
+        streamer.open("a")
+    with pytest.raises(KeyError):
+        streamer.feed("b", speech)
+    streamer.feed("a", speech[:30000], is_final=True)
+    with pytest.raises(ValueError):
+        streamer.feed("a", speech)  # the final audio has not been decoded yet
+    streamer.run_until_idle()
+    first = streamer.result("a")
+    streamer.feed("a", speech[:30000], is_final=True)  # a second utterance on the same stream
+    streamer.run_until_idle()
+    assert streamer.close("a").token_ids == first.token_ids == StreamingDecoder(model).decode_all(speech[:30000]).token_ids
+
+
+def test_split_cuts_in_pauses(long_audio, speech):
+    segments = split_long_audio(long_audio, max_seconds=20.0)
+    assert segments[0][0] == 0 and segments[-1][1] == len(long_audio)
+    assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))  # they tile the input
+    assert all(end - start <= 20 * SR for start, end in segments)
+    period = len(speech) + SR
+    for _, cut in segments[:-1]:  # every cut falls in a silent gap, not in speech
+        assert cut % period >= len(speech), cut / SR
+
+
+def test_split_forces_cuts_without_pauses(speech):
+    from modelscope_paraformer.core.segment import frame_energy_db
+
+    voiced = np.tile(speech[7000:84000], 8)  # the example without its leading/trailing silence: no pauses
+    segments = split_long_audio(voiced, max_seconds=20.0)
+    assert len(segments) == 2 and segments[0][1] > 17 * SR  # forced into the window's last 3 s
+    energy = frame_energy_db(voiced)
+    cut = segments[0][1] // 160
+    assert energy[cut] == energy[1700:2001].min()  # at its quietest 10 ms
+    tone = (0.3 * np.sin(np.arange(50 * SR) * 2 * np.pi * 200 / SR)).astype(np.float32)
+    segments = split_long_audio(tone, max_seconds=20.0)
+    assert all(end - start <= 20 * SR for start, end in segments) and segments[-1][1] == len(tone)
+    assert split_long_audio(np.zeros(0, np.float32)) == []
+    assert split_long_audio(tone[:5 * SR]) == [(0, 5 * SR)]
+
+
+@pytest.mark.parametrize("variant", ["offline", "online"])
+def test_transcribe_long_joins_segments(small_models, long_audio, variant):
+    model = load_model(small_models[variant])
+    segments = split_long_audio(long_audio, max_seconds=20.0)
+    assert len(segments) > 2
+    pieces = [_decode(model, long_audio[start:end]) for start, end in segments]
+    result = transcribe_long(model, long_audio, "long", batch_size=3, max_seconds=20.0)
+    assert result.token_ids == [i for piece in pieces for i in piece.token_ids]
+    assert result.text == "".join(piece.text for piece in pieces)
+    assert len(result.timestamps) == len(result.token_ids)
+    starts = [start for start, _ in result.timestamps]
+    assert starts == sorted(starts) and all(start <= end for start, end in result.timestamps)
+    # absolute: each segment's tokens are placed inside (or right at the edges of) that segment
+    index = 0
+    for (seg_start, seg_end), piece in zip(segments, pieces):
+        for start, end in result.timestamps[index:index + len(piece.token_ids)]:
+            assert seg_start / 16 - 100 <= start and end <= seg_end / 16 + 100
+        index += len(piece.token_ids)
