@@ -1,7 +1,6 @@
 """Bad input gets a clear, specific error or a correct result; never a crash deep inside torch."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np

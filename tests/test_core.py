@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from modelscope_paraformer.core import StreamingDecoder, load_model
 from modelscope_paraformer.core.frontend import StreamingFrontend

@@ -34,5 +34,5 @@ def test_inference_notebook(tmp_path):
 
 @pytest.mark.skipif(not (DEMO / "model.pt").is_file(), reason="demo model not built")
 def test_finetune_notebook(tmp_path):
-    notebook = _run("finetune.ipynb", tmp_path, WORK_DIR=str(tmp_path / "work"), MAX_EPOCH="1")
+    _run("finetune.ipynb", tmp_path, WORK_DIR=str(tmp_path / "work"), MAX_EPOCH="1")
     assert (tmp_path / "work" / "exp" / "model" / "model.pt").is_file()

@@ -1,7 +1,6 @@
 """Training: loss parity with funasr, data validation, a tiny run end to end, resume after kill -9, DDP."""
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil
@@ -11,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile
 import torch

@@ -19,7 +19,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-AudioInput = Union[str, os.PathLike, bytes, np.ndarray, "torch.Tensor"]  # noqa: F821
+AudioInput = Any  # str | os.PathLike | bytes | np.ndarray | torch.Tensor (torch is not imported here)
 
 
 class AudioError(ValueError):

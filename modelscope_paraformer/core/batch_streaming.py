@@ -34,7 +34,8 @@ from torch import nn
 
 from .decoder import DecoderLayerState
 from .encoder import LayerCache
-from .streaming import DEFAULT_CHUNK_SIZE, StreamingDecoder
+from .model import Transcript
+from .streaming import DEFAULT_CHUNK_SIZE, ChunkSizeError, StreamingDecoder, check_chunk_size, Window
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class _Stream:
     fsmn_context: Optional[list[torch.Tensor]] = None  # per decoder memory layer: (1, size, kernel - 1)
     shares_batch: bool = False  # caches are views of a batch tensor: copied out when the stream idles
     served: int = 0  # steps served, for fairness when a step is capped
-    result: object = None  # Transcript of the last finished utterance
+    result: Optional[Transcript] = None  # the last finished utterance
 
 
 @dataclass
@@ -71,9 +72,15 @@ class _Work:
 
     stream_id: Hashable
     stream: _Stream
-    window: torch.Tensor  # (1, frames, input_size), embedded
-    window_start: int
-    is_final: bool
+    step: Window  # the stream's own window (see StreamingDecoder.take_window)
+
+    @property
+    def window(self) -> torch.Tensor:
+        return self.step.frames
+
+    @property
+    def is_final(self) -> bool:
+        return self.step.is_final
 
 
 def _left_pad_cat(tensors: Sequence[Optional[torch.Tensor]], length: int, dim: int, like: torch.Tensor
@@ -136,14 +143,16 @@ class BatchedStreamer:
 
     def __init__(self, model, chunk_size: Sequence[int] = DEFAULT_CHUNK_SIZE, encoder_chunk_look_back: int = 4,
                  decoder_chunk_look_back: int = 1, max_batch: Optional[int] = None):
-        probe = StreamingDecoder(model, chunk_size, encoder_chunk_look_back, decoder_chunk_look_back)
+        if not model.streaming:
+            raise ChunkSizeError("this model has no chunked encoder (it is an offline Paraformer); "
+                                 "batched streaming needs an online model")
         self.model = model
-        self.chunk_size = probe.chunk_size
-        self.encoder_look_back = probe.encoder_look_back
-        self.decoder_look_back = probe.decoder_look_back
+        self.chunk_size = check_chunk_size(chunk_size, encoder_chunk_look_back, decoder_chunk_look_back)
+        self.encoder_look_back = int(encoder_chunk_look_back)
+        self.decoder_look_back = int(decoder_chunk_look_back)
         self.max_batch = max_batch
         self.streams: dict[Hashable, _Stream] = {}
-        left, stride, _ = self.chunk_size
+        stride = self.chunk_size[1]
         self.encoder_keep = self.encoder_look_back * stride if self.encoder_look_back > 0 else self.encoder_look_back
         self.decoder_keep = self.decoder_look_back * stride if self.decoder_look_back > 0 else self.decoder_look_back
         memory_layers = model.decoder.memory_layers
@@ -172,11 +181,11 @@ class BatchedStreamer:
         state.buffer = np.concatenate([state.buffer, samples]) if state.buffer.size else samples
         stream.final_pending = bool(is_final)
 
-    def close(self, stream_id: Hashable):
+    def close(self, stream_id: Hashable) -> Optional[Transcript]:
         """Forget a stream; returns its last finished Transcript (None if none finished)."""
         return self.streams.pop(stream_id).result
 
-    def result(self, stream_id: Hashable):
+    def result(self, stream_id: Hashable) -> Optional[Transcript]:
         """The Transcript of the stream's last finished utterance, or None."""
         return self._get(stream_id).result
 
@@ -234,28 +243,9 @@ class BatchedStreamer:
         return collected
 
     def _prepare(self, sid: Hashable, stream: _Stream) -> tuple[Optional[_Work], bool]:
-        """Take the next stride (or the final rest) and build the stream's window, as StreamingDecoder does.
-
-        Returns the work (None: nothing to encode) and whether this was the utterance's final step.
-        """
-        state, frontend = stream.state, self.model.frontend
-        left, _, look_ahead = self.chunk_size
-        if len(state.buffer) >= state.stride_samples:
-            piece, state.buffer, last = state.buffer[: state.stride_samples], state.buffer[state.stride_samples:], False
-        else:
-            piece, state.buffer, last = state.buffer, np.zeros(0, np.float32), True
-        if last and len(piece) < frontend.samples_per_lfr_frame:
-            if not state.frames_seen:  # no audio at all: nothing to decode
-                return None, True
-            window = state.overlap  # under one frame left: flush the look-ahead only
-        else:
-            features = state.frontend.accept(piece, is_final=last)
-            if len(features) == 0 and not last:
-                return None, False
-            window = torch.cat([state.overlap, state._embed(features)], dim=1)
-            keep = left + look_ahead
-            state.overlap = window[:, window.size(1) - keep:] if keep else window[:, :0]
-        return _Work(sid, stream, window, state.frames_seen - window.size(1), last), last
+        """The stream's next window, built exactly as StreamingDecoder builds it; and whether it is final."""
+        window, last = stream.state.take_window(stream.final_pending)
+        return (_Work(sid, stream, window) if window is not None else None), last
 
     def _encode(self, works: list[_Work]) -> tuple[torch.Tensor, list[int]]:
         """One encoder pass over the left-padded windows; updates every stream's encoder cache."""
@@ -388,26 +378,13 @@ class BatchedStreamer:
         return [row[:count] for row, count in zip(best.tolist(), counts)]
 
     def _record(self, work: _Work, token_ids: list[int], fires: list[int]) -> list[int]:
-        """Append tokens and timestamps to the stream, exactly as StreamingDecoder._step does."""
-        state = work.stream.state
-        left = self.chunk_size[0]
-        ids = [i for i in token_ids if i > 2]  # drop <blank>, <s>, </s>
-        for fire in fires:
-            frame = max(0, work.window_start + left + fire)
-            start = max(state.last_fire_frame, frame - 12)
-            state.timestamps.append([int(start * 60), int(frame * 60)])
-            state.last_fire_frame = frame
-        state.timestamps = state.timestamps[: len(state.token_ids) + len(ids)]
-        state.token_ids += ids
-        return ids
+        return work.stream.state.record(token_ids, fires, work.step)
 
     def _finish_utterance(self, stream: _Stream) -> None:
         """Store the finished Transcript and reset the stream for its next utterance."""
-        from .model import Transcript
-
         state = stream.state
-        stream.result = Transcript(state.key, state.text, list(state.token_ids), [list(t) for t in state.timestamps])
-        state.reset()
+        state.finish_utterance()
+        stream.result = state.result
         stream.final_pending = False
         stream.encoder_kv, stream.cross_kv, stream.fsmn_context = _KV(), _KV(), None
         stream.shares_batch = False

@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .config import ConfigError, ModelConfig, parse_config, read_yaml
+from .config import ConfigError, parse_config, read_yaml
 from .frontend import Frontend, load_cmvn
 from .model import Paraformer
 from .tokenizer import CharTokenizer

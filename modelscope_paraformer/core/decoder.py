@@ -144,7 +144,12 @@ class ParaformerDecoder(nn.Module):
         size = encoder_output_size
         common = (size, attention_heads, linear_units, kernel_size)
         dropouts = (dropout_rate, self_attention_dropout_rate, src_attention_dropout_rate)
-        self.embed = nn.Sequential(nn.Embedding(vocab_size, size))  # used by the glancing sampler in training
+        # used by the glancing sampler in training; built from a given tensor because nn.Embedding's own
+        # init, under load_model's meta device, imports torch._dynamo (~1.5 s per load)
+        weight = torch.empty(vocab_size, size)
+        if not weight.is_meta:
+            nn.init.normal_(weight)
+        self.embed = nn.Sequential(nn.Embedding(vocab_size, size, _weight=weight))
         self.decoders = nn.ModuleList([DecoderLayer(*common, sanm_shift, *dropouts, True, True)
                                        for _ in range(att_layer_num)])
         extra = num_blocks - att_layer_num

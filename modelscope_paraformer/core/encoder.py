@@ -124,8 +124,8 @@ class SANMEncoder(nn.Module):
 
     def embed(self, features: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Scale features by sqrt(d_model) and add positions ``start+1 ...`` (FunASR's ``pe``/``pe_online``)."""
-        positions = sinusoidal_encoding(start, features.size(1), features.size(2), features.dtype, features.device)
-        return features * self.output_size ** 0.5 + positions
+        positions = sinusoidal_encoding(start, features.size(1), features.size(2), torch.float32, features.device)
+        return (features.float() * self.output_size ** 0.5 + positions).to(features.dtype)  # one rounding
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-context encoding of (batch, frames, input_size) LFR features."""

@@ -34,11 +34,12 @@ def sinusoidal_encoding(start: int, length: int, depth: int, dtype: torch.dtype 
     Positions start at 1 and the timescale divides by ``depth/2 - 1`` (not ``depth/2``): both match
     the checkpoints' training code, so they are kept.
     """
-    positions = torch.arange(start + 1, start + length + 1, device=device, dtype=dtype)
+    # always float32: in bfloat16 the positions themselves (up to thousands) would lose their low digits
+    positions = torch.arange(start + 1, start + length + 1, device=device, dtype=torch.float32)
     log_increment = math.log(10000.0) / (depth / 2 - 1)
-    inv_timescales = torch.exp(torch.arange(depth // 2, device=device, dtype=dtype) * -log_increment)
+    inv_timescales = torch.exp(torch.arange(depth // 2, device=device, dtype=torch.float32) * -log_increment)
     scaled = positions[:, None] * inv_timescales[None, :]
-    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1).to(dtype)
 
 
 def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

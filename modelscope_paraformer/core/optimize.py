@@ -22,9 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import sinusoidal_encoding
 from .model import Paraformer
-from .predictor import CifOutput, CifPredictor, CifState
 
 logger = logging.getLogger(__name__)
 
@@ -43,53 +41,15 @@ def set_threads(num_threads: int) -> None:
         logger.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
 
 
-class Float32Predictor(nn.Module):
-    """Runs a :class:`CifPredictor` in float32 inside a reduced-precision model, casting at its borders."""
-
-    def __init__(self, predictor: CifPredictor):
-        super().__init__()
-        self.inner = predictor.float()
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:  # threshold, tail_threshold, ...: those of the wrapped predictor
-            inner = self.__dict__.get("_modules", {}).get("inner")
-            if inner is None:
-                raise
-            return getattr(inner, name)
-
-    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor,
-                target_lengths: Optional[torch.Tensor] = None) -> CifOutput:
-        out = self.inner(hidden.float(), lengths, target_lengths)
-        return CifOutput(out.embeddings.to(hidden.dtype), out.token_counts, out.alphas, out.fire_frames)
-
-    def forward_chunk(self, window: torch.Tensor, state: CifState, is_final: bool, start: int, end: int
-                      ) -> tuple[CifOutput, CifState]:
-        # the carried remainder stays float32 from the first chunk on
-        state = CifState(state.weight.float(), state.hidden.float())
-        out, state = self.inner.forward_chunk(window.float(), state, is_final, start, end)
-        return CifOutput(out.embeddings.to(window.dtype), out.token_counts, out.alphas, out.fire_frames), state
-
-
-def _float32_positions(encoder: nn.Module):
-    """An ``embed`` for ``encoder`` that adds float32 positions, rounding once to the features' dtype."""
-    scale = encoder.output_size ** 0.5
-
-    def embed(features: torch.Tensor, start: int = 0) -> torch.Tensor:
-        positions = sinusoidal_encoding(start, features.size(1), features.size(2), torch.float32, features.device)
-        return (features.float() * scale + positions).to(features.dtype)
-
-    return embed
-
-
 def _to_bfloat16(model: Paraformer) -> None:
+    """Cast to bfloat16, keeping the CIF predictor in float32: it integrates hundreds of frame weights, and the
+    core runs it in the predictor's own dtype (positions are always computed in float32 by the core)."""
     model.to(torch.bfloat16)
-    model.predictor = Float32Predictor(model.predictor)
-    model.encoder.embed = _float32_positions(model.encoder)  # instance attribute: used by forward and streaming
+    model.predictor.float()
 
 
 def _quantize_int8(model: Paraformer) -> None:
+    # the predictor stays float32: its 512->1 weights decide where tokens fire and cost little
     # torch's x86/fbgemm dynamic int8 kernels: 2-6x faster than float32 Linear on this class of CPU, where a
     # torch._int_mm-based per-row variant measured no faster than float32. torch.ao.quantization warns that it
     # is deprecated (for torchao) but is the dependency-free option that works in every torch >= 2.1.
@@ -100,13 +60,11 @@ def _quantize_int8(model: Paraformer) -> None:
         for name in ("encoder", "decoder"):
             torch.ao.quantization.quantize_dynamic(getattr(model, name), {nn.Linear}, dtype=torch.qint8,
                                                    inplace=True)
-    if not isinstance(model.predictor, Float32Predictor):
-        model.predictor = Float32Predictor(model.predictor)  # already float32: marks it as kept
 
 
 def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Optional[str] = None,
                            num_threads: Optional[int] = None) -> Paraformer:
-    """Prepare ``model`` (in place) for fast CPU inference and return it.
+    """Prepare ``model`` (in place) for fast CPU inference and return it; for inference only (do not save it).
 
     ``dtype``: "fp32" (numerics unchanged) or "bf16"; ``quantize``: None or "int8" (dynamic, float32
     activations; not combinable with bf16); ``num_threads``: torch threads for this process.
@@ -122,8 +80,10 @@ def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Opt
     if num_threads is not None:
         set_threads(num_threads)
     model.eval().requires_grad_(False)
-    if dtype == "bf16" and model.dtype != torch.bfloat16:
+    if dtype == "bf16":
         _to_bfloat16(model)
+    elif model.dtype != torch.float32:  # e.g. loaded with dtype=bfloat16
+        model.float()
     if quantize == "int8":
         _quantize_int8(model)
     logger.info("model ready for inference: %s%s, %d threads", dtype, " + int8" if quantize else "",

@@ -71,6 +71,11 @@ class CifPredictor(nn.Module):
         self.smooth_factor = smooth_factor
         self.noise_threshold = noise_threshold
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The predictor's own dtype (kept float32 when the rest of the model runs in bfloat16)."""
+        return self.cif_output.weight.dtype
+
     def frame_weights(self, hidden: torch.Tensor) -> torch.Tensor:
         """Per-frame firing weights ``alpha`` in [0, 1], shape (batch, time)."""
         context = nn.functional.pad(hidden.transpose(1, 2), self.padding)
@@ -93,6 +98,8 @@ class CifPredictor(nn.Module):
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor,
                 target_lengths: Optional[torch.Tensor] = None) -> CifOutput:
         """Offline CIF. With ``target_lengths`` (training) the weights are rescaled to sum to them."""
+        dtype = hidden.dtype
+        hidden = hidden.to(self.dtype)  # CIF sums hundreds of weights: it runs in the predictor's float32
         valid = torch.arange(hidden.size(1), device=hidden.device)[None, :] < lengths[:, None]
         if target_lengths is None:
             # zero the padding first: the conv would otherwise see it beside a row's last frame, and a batch
@@ -105,11 +112,11 @@ class CifPredictor(nn.Module):
             # is returned as ``token_counts`` for the length (MAE) loss
             scaled = alphas * (target_lengths / alphas.sum(-1).clamp(min=1e-8))[:, None]
             embeddings, _, fires = integrate_and_fire(hidden, scaled, self.threshold, int(target_lengths.max()))
-            return CifOutput(embeddings, alphas.sum(-1), scaled, fires)
+            return CifOutput(embeddings.to(dtype), alphas.sum(-1), scaled, fires)
         if self.tail_threshold > 0.0:
             hidden, alphas = self.add_tail(hidden, alphas, lengths)
         embeddings, counts, fires = integrate_and_fire(hidden, alphas, self.threshold)
-        return CifOutput(embeddings, counts, alphas, fires)
+        return CifOutput(embeddings.to(dtype), counts, alphas, fires)
 
     def forward_chunk(self, window: torch.Tensor, state: CifState, is_final: bool, start: int, end: int
                       ) -> tuple[CifOutput, CifState]:
@@ -117,10 +124,12 @@ class CifPredictor(nn.Module):
 
         Weights are computed on the whole window first (the conv sees the neighbouring frames), then cut.
         """
+        dtype = window.dtype
+        window = window.to(self.dtype)  # float32 CIF (see forward); the carried state stays float32 too
         alphas = self.frame_weights(window)[:, start:end]
         hidden = window[:, start:end]
-        hidden = torch.cat([state.hidden[:, None, :], hidden], dim=1)
-        alphas = torch.cat([state.weight[:, None], alphas], dim=1)
+        hidden = torch.cat([state.hidden[:, None, :].to(self.dtype), hidden], dim=1)
+        alphas = torch.cat([state.weight[:, None].to(self.dtype), alphas], dim=1)
         if is_final:
             batch = hidden.size(0)
             hidden = torch.cat([hidden, hidden.new_zeros(batch, 1, hidden.size(2))], dim=1)
@@ -137,7 +146,7 @@ class CifPredictor(nn.Module):
         tail_hidden = torch.where(remainder[:, None] > 0, tail_hidden / remainder.clamp(min=1e-30)[:, None],
                                   tail_hidden)
         fires = [[frame - 1 for frame in row] for row in fires]  # index frames of this chunk, not the carry
-        return CifOutput(embeddings, counts, alphas[:, 1:], fires), CifState(remainder, tail_hidden)
+        return CifOutput(embeddings.to(dtype), counts, alphas[:, 1:], fires), CifState(remainder, tail_hidden)
 
 
 def timestamps_from_fires(alphas: torch.Tensor, fire_frames: list[int], num_tokens: int,

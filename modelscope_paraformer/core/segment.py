@@ -2,11 +2,12 @@
 
 The VAD works on 10 ms frames: log energy, a noise floor that follows the quietest stretches of the
 surrounding seconds, "speech" where the energy is ``margin_db`` above the floor, widened by a hangover
-so that the short dips inside words are not pauses. Segments tile the input; each cut is placed at the
-quietest frame of a pause, preferring long pauses late in the window so segments stay near
-``max_seconds`` (good batches, few cuts). Where no pause exists a forced cut goes to the quietest
-frame of the window's last seconds. Only segments and one batch of features exist at a time, so memory
-does not grow with the input beyond the waveform itself.
+so that the short dips inside words are not pauses. As with a VAD front end, every clear pause ends a
+segment and the silence inside it is not decoded (models trained on utterances hallucinate less, and
+silence costs nothing); a stretch longer than ``max_seconds`` is cut at the quietest frame of its best
+shorter pause (long pauses, 0.5 s and over counting as equal, late in the window: few cuts), and where
+there is no pause at all at the quietest frame of the window's last seconds. Only one batch of
+features exists at a time, so memory does not grow with the input beyond the waveform itself.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 FRAME = 160  # 10 ms
+LONG_PAUSE_FRAMES = 50  # a pause this long is a clear phrase boundary; longer ones are no better cuts
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class VadConfig:
     hangover_frames: int = 15  # speech continues this long after the energy drops (word-internal dips)
     onset_frames: int = 5  # and starts this early (soft onsets)
     min_pause_frames: int = 10  # shorter non-speech runs are not pauses
+    split_pause_frames: int = 30  # pauses this long (~0.5 s of silence with the widening) end a segment
+    margin_frames: int = 10  # silence kept on each side of a segment
 
 
 def frame_energy_db(samples: np.ndarray) -> np.ndarray:
@@ -98,40 +102,62 @@ def _quietest_near_centre(energy: np.ndarray, start: int, end: int) -> int:
 def _choose_cut(pauses: list[Pause], energy: np.ndarray, lo: int, hi: int, force_frames: int) -> int:
     """Frame to cut at within (lo, hi]: in the longest pause of the later half, else of the whole, else forced."""
     for first in ((lo + hi) // 2, lo + 1):
-        spans = [(max(p.start, first), min(p.end, hi + 1)) for p in pauses if p.end > first and p.start <= hi]
-        if spans:
-            start, end = max(spans, key=lambda span: (span[1] - span[0], span[1]))
-            return _quietest_near_centre(energy, start, end)
+        near = [p for p in pauses if p.end > first and p.start <= hi]
+        if near:  # the longest pause, all over 0.5 s counting as equal: then the latest (longer segments)
+            best = max(near, key=lambda p: (min(p.frames, LONG_PAUSE_FRAMES), p.start))
+            return _quietest_near_centre(energy, max(best.start, first), min(best.end, hi + 1))
     search_start = max(lo + 1, hi - force_frames)
     return search_start + int(np.argmin(energy[search_start:hi + 1]))
 
 
-def split_long_audio(samples: np.ndarray, max_seconds: float = 20.0, min_seconds: float = 2.0,
-                     force_search_seconds: float = 3.0, drop_silence: bool = False,
-                     config: VadConfig = VadConfig()) -> list[tuple[int, int]]:
-    """(start, end) sample ranges, each at most ``max_seconds`` long, cut in pauses where possible.
+def speech_regions(pauses: list[Pause], frames: int, split_frames: int, margin: int) -> list[tuple[int, int]]:
+    """Frame ranges between pauses of at least ``split_frames``, each keeping ``margin`` frames of silence."""
+    regions, start = [], 0
+    for pause in pauses:
+        if pause.frames < split_frames:
+            continue
+        if pause.start > start:
+            regions.append((start, pause.start))
+        start = pause.end
+    if start < frames:
+        regions.append((start, frames))
+    return [(max(0, a - margin), min(frames, b + margin)) for a, b in regions]
 
-    The ranges tile the input; ``drop_silence`` leaves out those without a single speech frame.
+
+def _split_region(pauses: list[Pause], energy: np.ndarray, start: int, end: int, max_frames: int,
+                  min_frames: int, force_frames: int) -> list[tuple[int, int]]:
+    """Cut a frame range longer than ``max_frames`` at its best pauses (forced where there are none)."""
+    bounds = [start]
+    while end - bounds[-1] > max_frames:
+        lo, hi = bounds[-1] + min_frames, bounds[-1] + max_frames
+        bounds.append(_choose_cut(pauses, energy, lo, hi, force_frames))  # a cut frame opens the next piece
+    bounds.append(end)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def split_long_audio(samples: np.ndarray, max_seconds: float = 20.0, min_seconds: float = 2.0,
+                     force_search_seconds: float = 3.0, config: VadConfig = VadConfig()) -> list[tuple[int, int]]:
+    """(start, end) sample ranges of speech, each at most ``max_seconds`` long, cut in pauses where possible.
+
+    Like a VAD front end (FunASR's FSMN-VAD), every pause of ``config.split_pause_frames`` or more ends a
+    segment and its silence is left out but for ``config.margin_frames`` on each side; longer stretches
+    are cut at their best shorter pause. Audio without any detected speech is tiled whole (the model
+    decides), so nothing is dropped on a VAD miss.
     """
     total = len(samples)
     if total == 0:
         return []
-    max_frames = max(1, int(max_seconds * 100))
     energy = frame_energy_db(samples)
     speech = speech_frames(energy, config)
     pauses = find_pauses(speech, config.min_pause_frames)
-    bounds, start = [0], 0
-    while len(energy) - start > max_frames:
-        lo, hi = start + int(min_seconds * 100), start + max_frames
-        cut = _choose_cut(pauses, energy, lo, hi, int(force_search_seconds * 100))
-        bounds.append(cut)
-        start = cut
-    # cut in the middle of frame `cut`: its quietest 5 ms either side go to the two segments
-    edges = [0] + [min(total, frame * FRAME + FRAME // 2) for frame in bounds[1:]] + [total]
-    segments = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-    if drop_silence:
-        segments = [(a, b) for a, b in segments if speech[a // FRAME:-(-b // FRAME)].any()]
-    return segments
+    if speech.any():
+        regions = speech_regions(pauses, len(energy), config.split_pause_frames, config.margin_frames)
+    else:
+        regions = [(0, len(energy))]
+    frames = [piece for start, end in regions
+              for piece in _split_region(pauses, energy, start, end, max(1, int(max_seconds * 100)),
+                                         int(min_seconds * 100), int(force_search_seconds * 100))]
+    return [(start * FRAME, min(total, end * FRAME)) for start, end in frames if start * FRAME < total]
 
 
 def transcribe_long(model, samples: np.ndarray, key: str = "utt", batch_size: int = 8, max_seconds: float = 20.0,
@@ -154,12 +180,25 @@ def transcribe_long(model, samples: np.ndarray, key: str = "utt", batch_size: in
     return Transcript(key, text, token_ids, timestamps)
 
 
+def length_batches(lengths: list[int], batch_size: int, max_padding: float = 0.2) -> list[list[int]]:
+    """Indices in length order, grouped into batches of at most ``batch_size`` whose padding stays under
+    ``max_padding`` of the computed frames (on a CPU, padding costs more than batching saves)."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        batch = batches[-1] if batches else None
+        if batch and len(batch) < batch_size:
+            padded = lengths[index] * (len(batch) + 1)  # sorted: the new one is the longest
+            if padded - sum(lengths[i] for i in batch) - lengths[index] <= max_padding * padded:
+                batch.append(index)
+                continue
+        batches.append([index])
+    return batches
+
+
 def _decode_offline(model, samples: np.ndarray, segments: list[tuple[int, int]], batch_size: int) -> list:
     """Length-sorted batches through ``recognize_features``; results in time order."""
-    order = sorted(range(len(segments)), key=lambda i: segments[i][1] - segments[i][0])
     results: list = [None] * len(segments)
-    for first in range(0, len(order), batch_size):
-        batch = order[first:first + batch_size]
+    for batch in length_batches([end - start for start, end in segments], batch_size):
         features, lengths = model.features([samples[segments[i][0]:segments[i][1]] for i in batch])
         offsets = [segments[i][0] * 1000.0 / SAMPLE_RATE for i in batch]
         for i, transcript in zip(batch, model.recognize_features(features, lengths, [f"seg{i}" for i in batch],
@@ -174,7 +213,7 @@ def _decode_streaming(model, samples: np.ndarray, segments: list[tuple[int, int]
 
     order = sorted(range(len(segments)), key=lambda i: segments[i][1] - segments[i][0])
     results: list = [None] * len(segments)
-    for first in range(0, len(order), batch_size):
+    for first in range(0, len(order), batch_size):  # ragged lengths cost nothing here: finished streams leave
         streamer = BatchedStreamer(model)
         batch = order[first:first + batch_size]
         for i in batch:

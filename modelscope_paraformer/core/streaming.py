@@ -12,6 +12,7 @@ Semantics follow FunASR's ``ParaformerStreaming`` step for step, so token ids ma
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -77,8 +78,9 @@ class StreamingDecoder:
         self.frames_seen = 0  # LFR frames embedded so far (position of the next frame)
         self.overlap = torch.zeros(1, left + look_ahead, model.config.input_size, dtype=model.dtype, device=model.device)
         self.encoder_caches: list = [None] * len(model.encoder.layers)
-        self.cif_state = CifState(torch.zeros(1, dtype=model.dtype, device=model.device),
-                                  torch.zeros(1, dim, dtype=model.dtype, device=model.device))
+        cif_dtype = model.predictor.dtype
+        self.cif_state = CifState(torch.zeros(1, dtype=cif_dtype, device=model.device),
+                                  torch.zeros(1, dim, dtype=cif_dtype, device=model.device))
         self.decoder_state = DecoderState()
         self.token_ids: list[int] = []
         self.timestamps: list[list[int]] = []
@@ -101,26 +103,58 @@ class StreamingDecoder:
         """Add 16 kHz float32 samples; return the token ids recognised by this call (all of them when final)."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         self.buffer = np.concatenate([self.buffer, samples]) if self.buffer.size else samples
-        steps = len(self.buffer) // self.stride_samples + int(is_final)
         new_ids: list[int] = []
-        for step in range(steps):
-            piece = self.buffer[step * self.stride_samples:(step + 1) * self.stride_samples]
-            last = is_final and step == steps - 1
-            if last and len(piece) < self.model.frontend.samples_per_lfr_frame:
-                # under one frame left: flush the look-ahead only (nothing at all if no audio came in; FunASR
-                # would decode its all-zero initial buffer here)
-                if self.frames_seen:
-                    new_ids += self._step(None, is_final=True)
-            else:
-                features = self.frontend.accept(piece, is_final=last)
-                new_ids += self._step(features, is_final=last)
-        self.buffer = self.buffer[steps * self.stride_samples:].copy()
-        if is_final:
-            from .model import Transcript
-
-            self.result = Transcript(self.key, self.text, list(self.token_ids), [list(t) for t in self.timestamps])
-            self.reset()
+        while len(self.buffer) >= self.stride_samples or is_final:
+            window, last = self.take_window(is_final)
+            if window is not None:
+                new_ids += self._decode_window(window, last)
+            if last:
+                self.finish_utterance()
+                break
         return new_ids
+
+    def take_window(self, is_final: bool) -> tuple[Optional["Window"], bool]:
+        """Pop the next stride (or, when final, the rest) and build its encoder window.
+
+        Returns the window (None: nothing to encode) and whether this is the utterance's last step. Shared
+        with the batched streamer, which encodes many streams' windows at once.
+        """
+        left, _, look_ahead = self.chunk_size
+        last = is_final and len(self.buffer) < self.stride_samples
+        piece, self.buffer = self.buffer[:self.stride_samples], self.buffer[self.stride_samples:].copy()
+        if last and len(piece) < self.model.frontend.samples_per_lfr_frame:
+            # under one frame left: flush the look-ahead only (nothing at all if no audio came in; FunASR
+            # would decode its all-zero initial buffer here)
+            window = self.overlap if self.frames_seen else None
+        else:
+            features = self.frontend.accept(piece, is_final=last)
+            if len(features) == 0 and not last:
+                return None, False
+            window = torch.cat([self.overlap, self._embed(features)], dim=1)
+            keep = left + look_ahead
+            self.overlap = window[:, window.size(1) - keep:] if keep else window[:, :0]
+        if window is None:
+            return None, last
+        return Window(window, self.frames_seen - window.size(1), last), last
+
+    def record(self, token_ids: Sequence[int], fire_frames: Sequence[int], window: "Window") -> list[int]:
+        """Append decoded tokens (specials dropped) and their timestamps; returns the kept ids."""
+        ids = [i for i in token_ids if i > 2]  # drop <blank>, <s>, </s>
+        for fire in fire_frames:
+            frame = max(0, window.start + self.chunk_size[0] + fire)
+            start = max(self.last_fire_frame, frame - 12)
+            self.timestamps.append([int(start * 60), int(frame * 60)])
+            self.last_fire_frame = frame
+        self.timestamps = self.timestamps[: len(self.token_ids) + len(ids)]
+        self.token_ids += ids
+        return ids
+
+    def finish_utterance(self) -> None:
+        """Keep the finished :class:`~.model.Transcript` in ``result`` and reset for the next utterance."""
+        from .model import Transcript
+
+        self.result = Transcript(self.key, self.text, list(self.token_ids), [list(t) for t in self.timestamps])
+        self.reset()
 
     def finish(self) -> list[int]:
         """Flush the stream (same as ``feed(empty, is_final=True)``); returns the last token ids."""
@@ -138,21 +172,12 @@ class StreamingDecoder:
         self.frames_seen += x.size(1)
         return x
 
-    def _step(self, features: Optional[np.ndarray], is_final: bool) -> list[int]:
+    def _decode_window(self, window: "Window", is_final: bool) -> list[int]:
         """Encode one window, fire CIF over its current frames, decode what fired."""
         model = self.model
         left, stride, look_ahead = self.chunk_size
-        if features is None:  # tail: only the cached overlap frames are left to encode
-            window = self.overlap
-        else:
-            if len(features) == 0 and not is_final:
-                return []
-            window = torch.cat([self.overlap, self._embed(features)], dim=1)
-            keep = left + look_ahead
-            self.overlap = window[:, window.size(1) - keep:] if keep else window[:, :0]
-        window_start = self.frames_seen - window.size(1)  # absolute frame of window[0] (<0: initial padding)
         look_back = self.encoder_look_back * stride if self.encoder_look_back > 0 else self.encoder_look_back
-        encoded = model.encoder.forward_chunk(window, None, self.encoder_caches, look_ahead, look_back)
+        encoded = model.encoder.forward_chunk(window.frames, None, self.encoder_caches, look_ahead, look_back)
         end = encoded.size(1) if is_final else left + stride
         cif, self.cif_state = model.predictor.forward_chunk(encoded, self.cif_state, is_final, left, end)
         count = int(cif.token_counts[0])
@@ -160,12 +185,14 @@ class StreamingDecoder:
             return []
         dec_look_back = self.decoder_look_back * stride if self.decoder_look_back > 0 else self.decoder_look_back
         logits = model.decoder.forward_chunk(encoded, cif.embeddings[:, :count], self.decoder_state, dec_look_back)
-        ids = [i for i in logits[0].argmax(-1).tolist() if i > 2]  # drop <blank>, <s>, </s>
-        for fire in cif.fire_frames[0][:count]:
-            frame = max(0, window_start + left + fire)
-            start = max(self.last_fire_frame, frame - 12)
-            self.timestamps.append([int(start * 60), int(frame * 60)])
-            self.last_fire_frame = frame
-        self.timestamps = self.timestamps[: len(self.token_ids) + len(ids)]
-        self.token_ids += ids
-        return ids
+        return self.record(logits[0].argmax(-1).tolist(), cif.fire_frames[0][:count], window)
+
+
+@dataclass
+class Window:
+    """One step's encoder input: embedded frames (1, frames, dim), the absolute frame of its first row
+    (negative for the initial zero overlap) and whether it ends the utterance."""
+
+    frames: torch.Tensor
+    start: int
+    is_final: bool

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Optional
 
