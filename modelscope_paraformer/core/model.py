@@ -120,15 +120,27 @@ class Paraformer(nn.Module):
         return results
 
     def transcribe(self, waveforms: Sequence[np.ndarray], keys: Optional[Sequence[str]] = None,
-                   batch_size: int = 8) -> list[Transcript]:
-        """Recognise 16 kHz mono float32 waveforms; batches are formed from similar lengths."""
+                   batch_size: int = 8, segment_over_seconds: Optional[float] = 60.0) -> list[Transcript]:
+        """Recognise 16 kHz mono float32 waveforms; batches are formed from similar lengths.
+
+        Inputs longer than ``segment_over_seconds`` are cut at pauses (energy VAD) and decoded in batches, so
+        memory stays bounded and attention cost does not grow with the square of the length; timestamps stay
+        absolute. ``None`` decodes every input in one piece.
+        """
         keys = list(keys) if keys is not None else [f"utt{i}" for i in range(len(waveforms))]
         if self.streaming:
             from .streaming import StreamingDecoder
 
             return [StreamingDecoder(self).decode_all(w, key) for w, key in zip(waveforms, keys)]
-        order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
         results: list[Optional[Transcript]] = [None] * len(waveforms)
+        limit = None if segment_over_seconds is None else segment_over_seconds * self.frontend.config.fs
+        if limit is not None:
+            from .segment import transcribe_long
+
+            for i, waveform in enumerate(waveforms):
+                if len(waveform) > limit:
+                    results[i] = transcribe_long(self, waveform, keys[i], batch_size)
+        order = sorted((i for i in range(len(waveforms)) if results[i] is None), key=lambda i: len(waveforms[i]))
         for start in range(0, len(order), max(1, batch_size)):
             batch = order[start:start + max(1, batch_size)]
             features, lengths = self.features([waveforms[i] for i in batch])

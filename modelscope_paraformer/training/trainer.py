@@ -183,7 +183,7 @@ class ParaformerTrainer:
         if self.world_size > 1:
             torch.distributed.barrier()
 
-    def _datasets(self) -> tuple[list[Sample], list[Sample]]:
+    def split_datasets(self) -> tuple[list[Sample], list[Sample]]:
         c = self.config
         samples = validate(self.train_samples, self.tokenizer)
         if c.valid_dir:
@@ -219,13 +219,10 @@ class ParaformerTrainer:
     def train(self) -> Path:
         """Run the epochs (resuming if a checkpoint exists); returns the output model directory."""
         c = self.config
-        train_samples, valid_samples = self._datasets()
+        train_samples, valid_samples = self.split_datasets()
         frontend = self.model.frontend
         train_set = FeatureDataset(train_samples, frontend, self.tokenizer, augment=c.augment, seed=c.seed)
         valid_set = FeatureDataset(valid_samples, frontend, self.tokenizer, augment=False)
-        if c.cache_features:
-            train_set.precompute()
-            valid_set.precompute()
         lengths = [sample.length or 300 for sample in train_samples]
         module = LossModule(self.model, c)
         wrapped = nn.parallel.DistributedDataParallel(module) if self.world_size > 1 else module
@@ -240,6 +237,9 @@ class ParaformerTrainer:
             scores = resume.get("scores", {})
             logger.info("resuming at epoch %d, batch %d (step %d)", start_epoch, skip_batches, step)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if c.cache_features and start_epoch <= c.max_epoch:
+            train_set.precompute()
+            valid_set.precompute()
         for epoch in range(start_epoch, c.max_epoch + 1):
             train_set.epoch = epoch
             batches = bucket_batches(lengths, c.batch_bins, c.seed, epoch)
