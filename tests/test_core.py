@@ -117,3 +117,19 @@ def test_legacy_layout_loads(small_models, tmp_path, speech):
         "pipeline": {"type": "asr-inference"}}))
     expected = StreamingDecoder(load_model(small_models["online"])).decode_all(speech).token_ids
     assert StreamingDecoder(load_model(legacy)).decode_all(speech).token_ids == expected
+
+
+def test_kaldi_ark_and_scp_inputs(tmp_path, speech):
+    import kaldiio
+
+    from modelscope_paraformer.core.audio import iter_inputs, load_audio
+
+    int16 = np.round(speech * 32767).astype(np.int16)
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path / 'wav.ark'},{tmp_path / 'ark.scp'}", write_function="soundfile") as writer:
+        writer("utt1", (16000, int16))
+    specifier = (tmp_path / "ark.scp").read_text().split()[1]
+    assert np.allclose(load_audio(specifier), speech, atol=1e-4)
+    assert np.allclose(load_audio("ark:" + specifier), speech, atol=1e-4)
+    (tmp_path / "wav.scp").write_text(f"a {specifier}\n")
+    [utterance] = list(iter_inputs(str(tmp_path / "wav.scp")))
+    assert utterance.key == "a" and np.allclose(utterance.samples, speech, atol=1e-4)
