@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from modelscope_paraformer.core.audio import load_audio
 from modelscope_paraformer.tools.random_model import build_random_model
@@ -33,3 +34,12 @@ def wide_models(tmp_path_factory) -> dict[str, Path]:
     """Paraformer-large width (512, 2048 units, 8404 tokens) at reduced depth: parity with funasr."""
     root = tmp_path_factory.mktemp("wide_models")
     return {variant: build_random_model(root / variant, variant, 3, 2, seed=7) for variant in ("offline", "online")}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning OpenMP threads cost 30x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,13 +17,7 @@ from modelscope_paraformer.core.segment import length_batches, split_long_audio,
 SR = 16000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine idle-spinning OpenMP threads cost 30x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

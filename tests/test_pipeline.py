@@ -28,13 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 STRIDE = 10 * 960  # samples in one chunk_size[1] = 10 stride
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine each OpenMP barrier can cost ~30 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")
