@@ -21,27 +21,24 @@ from typing import Optional
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 
 
-def _load(model: Optional[str], revision: Optional[str], threads: Optional[int]):
-    import torch
-
+def _load(args: argparse.Namespace):
     from .core import load_model
+    from .core.optimize import optimize_for_inference
 
-    if threads:
-        torch.set_num_threads(threads)
-    if model is None:
+    if args.model is None:
         directory = DEMO_MODEL_DIR
     else:
         from .hub import resolve_model_dir
 
-        directory = resolve_model_dir(model, revision)
-    return load_model(directory)
+        directory = resolve_model_dir(args.model, args.model_revision)
+    return optimize_for_inference(load_model(directory), args.dtype, args.quantize, args.num_threads)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from .core.audio import iter_inputs
     from .core.streaming import StreamingDecoder
 
-    model = _load(args.model, args.model_revision, args.num_threads)
+    model = _load(args)
     utterances = list(iter_inputs(args.audio if len(args.audio) > 1 else args.audio[0]))
     if model.streaming:
         results = [StreamingDecoder(model, args.chunk_size).decode_all(u.samples, u.key) for u in utterances]
@@ -56,7 +53,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .core.audio import load_audio
     from .core.streaming import StreamingDecoder
 
-    model = _load(args.model, args.model_revision, args.num_threads)
+    model = _load(args)
     samples = load_audio(args.audio)
     session = StreamingDecoder(model, args.chunk_size, args.encoder_chunk_look_back, args.decoder_chunk_look_back)
     stride = session.stride_samples
@@ -76,7 +73,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .training.data import read_dataset, validate
     from .training.metrics import CerReport
 
-    model = _load(args.model, args.model_revision, args.num_threads)
+    model = _load(args)
     samples = validate(read_dataset(args.data), None)
     report, audio_seconds, compute_seconds = CerReport(), 0.0, 0.0
     for sample in samples:
@@ -125,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", help="model dir or hub id (default: the shipped demo model)")
         p.add_argument("--model-revision")
         p.add_argument("--num-threads", type=int)
+        p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+        p.add_argument("--quantize", choices=["int8"], help="dynamic int8 for the Linear layers (CPU)")
         p.add_argument("--chunk-size", type=int, nargs=3, default=[0, 10, 5], metavar=("LEFT", "STRIDE", "AHEAD"))
 
     p = sub.add_parser("transcribe", help="recognise files, a wav.scp or ark: specifiers")

@@ -169,3 +169,14 @@ def test_transcribe_long_joins_segments(small_models, long_audio, variant):
         for start, end in result.timestamps[index:index + len(piece.token_ids)]:
             assert seg_start / 16 - 100 <= start and end <= seg_end / 16 + 100
         index += len(piece.token_ids)
+
+
+def test_pipeline_selects_fast_paths(small_models, speech):
+    pytest.importorskip("modelscope")
+    import modelscope_paraformer  # noqa: F401
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+
+    for options in ({"quantize": "int8"}, {"dtype": "bf16"}):
+        asr = pipeline(task=Tasks.auto_speech_recognition, model=str(small_models["offline"]), **options)
+        assert isinstance(asr(speech)[0]["text"], str)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from modelscope.utils.constant import Tasks
 
 from ..core import Paraformer, StreamingDecoder, Transcript, load_model
 from ..core.audio import Utterance
+from ..core.optimize import optimize_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ def torch_device(device: Union[str, torch.device, None]) -> torch.device:
     return resolved
 
 
+def _dtype_name(dtype: Union[str, torch.dtype]) -> str:
+    """Accept "fp32"/"bf16" and the torch spellings ("float32", torch.bfloat16, ...)."""
+    name = str(dtype).removeprefix("torch.")
+    return {"float32": "fp32", "float": "fp32", "bfloat16": "bf16"}.get(name, name)
+
+
 @MODELS.register_module(Tasks.auto_speech_recognition, module_name=MODEL_NAME)
 @MODELS.register_module(Tasks.auto_speech_recognition, module_name=LEGACY_MODEL_NAME)
 class ParaformerForASR(TorchModel):
@@ -44,12 +51,14 @@ class ParaformerForASR(TorchModel):
     """
 
     def __init__(self, model_dir: str, *args: Any, device: Union[str, torch.device, None] = "cpu",
-                 dtype: Union[str, torch.dtype] = torch.float32, **kwargs: Any):
+                 dtype: str = "fp32", quantize: Optional[str] = None, num_threads: Optional[int] = None,
+                 **kwargs: Any):
+        """``dtype`` ("fp32" | "bf16"), ``quantize`` (None | "int8") and ``num_threads`` select the fast paths
+        of :func:`~..core.optimize.optimize_for_inference`, e.g. ``pipeline(..., quantize="int8")``."""
         target = torch_device(device)
         super().__init__(model_dir, *args, device=str(target))
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        self.paraformer: Paraformer = load_model(model_dir, target, dtype)
+        self.paraformer: Paraformer = optimize_for_inference(load_model(model_dir, target), _dtype_name(dtype),
+                                                             quantize, num_threads)
         logger.debug("ignored model options: %s", sorted(kwargs))
 
     @property
