@@ -172,3 +172,25 @@ def test_ddp_two_processes_stay_in_sync(tiny_data, tmp_path):
     checksums = [(work / f"checksum.rank{rank}").read_text() for rank in (0, 1)]
     assert checksums[0] == checksums[1]
     assert (work / "model" / "model.pt").is_file()
+
+
+def test_kaldi_feature_arks_feed_training(small_models, tmp_path, speech):
+    """feats.scp with 80-dim fbank (stacked here) or ready 560-dim LFR features, as Kaldi recipes write them."""
+    import kaldiio
+
+    from modelscope_paraformer.training.data import FeatureDataset
+
+    model = load_model(small_models["offline"])
+    fbank = model.frontend.fbank(speech)
+    lfr = model.frontend(speech)
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path / 'feats.ark'},{tmp_path / 'feats.scp'}") as writer:
+        writer("fbank", fbank)
+        writer("lfr", lfr)
+    tokens = model.tokenizer.tokens
+    (tmp_path / "text").write_text(f"fbank {tokens[5]}{tokens[6]}\nlfr {tokens[7]}\n")
+    samples = validate(read_dataset(tmp_path), model.tokenizer)
+    dataset = FeatureDataset(samples, model.frontend, model.tokenizer)
+    for index in range(2):
+        features, ids, key = dataset[index]
+        assert torch.allclose(features, torch.from_numpy(lfr), atol=1e-4), key
+    assert dataset[0][1].tolist() == [5, 6]
