@@ -133,3 +133,25 @@ def test_kaldi_ark_and_scp_inputs(tmp_path, speech):
     (tmp_path / "wav.scp").write_text(f"a {specifier}\n")
     [utterance] = list(iter_inputs(str(tmp_path / "wav.scp")))
     assert utterance.key == "a" and np.allclose(utterance.samples, speech, atol=1e-4)
+
+
+def test_url_and_bytes_inputs(tmp_path, speech):
+    """http(s) URLs are fetched (here from a local server) and raw file bytes are decoded."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    from conftest import EXAMPLE_WAV
+    from modelscope_paraformer.core.audio import load_audio
+
+    shutil.copy(EXAMPLE_WAV, tmp_path / "speech.wav")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fetched = load_audio(f"http://127.0.0.1:{server.server_address[1]}/speech.wav")
+    finally:
+        server.shutdown()
+    assert np.array_equal(fetched, speech)
+    assert np.array_equal(load_audio(EXAMPLE_WAV.read_bytes()), speech)
