@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -152,14 +152,3 @@ class Paraformer(nn.Module):
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
 
-
-def batched(items: Iterable, size: int) -> Iterable[list]:
-    """Split an iterable into lists of ``size``."""
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
