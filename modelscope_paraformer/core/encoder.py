@@ -18,11 +18,26 @@ from .layers import FeedForward, LayerNorm, attend, lengths_to_mask, merge_heads
 
 @dataclass
 class LayerCache:
-    """Keys/values of earlier chunks for one layer, (batch, heads, time, d_k), plus their validity (batch, time)."""
+    """Keys/values of earlier chunks for one layer, (batch, heads, time, d_k), plus their validity (batch, time);
+    ``valid`` None means every position is real (a single stream: no masks, no extra work)."""
 
     key: torch.Tensor
     value: torch.Tensor
-    valid: torch.Tensor
+    valid: Optional[torch.Tensor]
+
+
+def _cat_valid(first: Optional[torch.Tensor], second: Optional[torch.Tensor], first_length: int,
+               second_length: int) -> Optional[torch.Tensor]:
+    """Concatenate two validity masks along time; None (all valid) stays None when both are."""
+    if first is None and second is None:
+        return None
+    batch = (first if first is not None else second).size(0)
+    device = (first if first is not None else second).device
+    if first is None:
+        first = torch.ones(batch, first_length, dtype=torch.bool, device=device)
+    if second is None:
+        second = torch.ones(batch, second_length, dtype=torch.bool, device=device)
+    return torch.cat([first, second], dim=1)
 
 
 class SANMAttention(nn.Module):
@@ -64,21 +79,21 @@ class SANMAttention(nn.Module):
         new_cache = None
         if cache_keep is not None:
             keep_until = key.size(2) - cache_drop_last
-            window_valid = valid if valid is not None else x.new_ones(x.shape[:2], dtype=torch.bool)
-            window = LayerCache(key[:, :, :keep_until], value[:, :, :keep_until], window_valid[:, :keep_until])
+            window = LayerCache(key[:, :, :keep_until], value[:, :, :keep_until],
+                                None if valid is None else valid[:, :keep_until])
             if cache is not None:
                 key = torch.cat([cache.key, key], dim=2)
                 value = torch.cat([cache.value, value], dim=2)
-                key_valid = torch.cat([cache.valid, window_valid], dim=1)
+                key_valid = _cat_valid(cache.valid, valid, cache.key.size(2), x.size(1))
                 window = LayerCache(torch.cat([cache.key, window.key], dim=2),
                                     torch.cat([cache.value, window.value], dim=2),
-                                    torch.cat([cache.valid, window.valid], dim=1))
+                                    _cat_valid(cache.valid, window.valid, cache.key.size(2), keep_until))
             if cache_keep > 0:
                 window = LayerCache(window.key[:, :, -cache_keep:], window.value[:, :, -cache_keep:],
-                                    window.valid[:, -cache_keep:])
+                                    None if window.valid is None else window.valid[:, -cache_keep:])
             new_cache = window
         mask = attention_mask
-        if mask is None and key_valid is not None and not bool(key_valid.all()):
+        if mask is None and key_valid is not None:
             mask = key_valid[:, None, None, :]
         attended = attend(query, key, value, mask, self.dropout if self.training else 0.0)
         return self.linear_out(merge_heads(attended)) + memory, new_cache
