@@ -8,27 +8,16 @@ Prints a markdown table (the one in README); the test set comes from
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
 from modelscope_paraformer.core import load_model
-from modelscope_paraformer.core.audio import load_audio
 from modelscope_paraformer.core.optimize import optimize_for_inference
-from modelscope_paraformer.core.streaming import StreamingDecoder
 from modelscope_paraformer.training.data import read_dataset, validate
-from modelscope_paraformer.training.metrics import CerReport
+from modelscope_paraformer.training.trainer import evaluate_model
 
 DEMO = Path(__file__).resolve().parents[1] / "modelscope_paraformer" / "demo_model"
-
-
-def score(model, samples, audio, decode) -> tuple[dict, float]:
-    report, began = CerReport(), time.perf_counter()
-    for sample, samples_16k in zip(samples, audio):
-        report.add(sample.key, sample.text, decode(model, samples_16k))
-    elapsed = time.perf_counter() - began
-    return report.as_dict(), elapsed / (sum(len(a) for a in audio) / 16000)
 
 
 def main() -> None:
@@ -39,24 +28,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     samples = validate(read_dataset(args.data), None)
-    audio = [load_audio(sample.source) for sample in samples]
-    rows = [("offline: whole file, `model.transcribe`", "fp32", lambda m, a: m.transcribe([a])[0].text),
-            ("streaming 600 ms `[0, 10, 5]`", "fp32", lambda m, a: StreamingDecoder(m, (0, 10, 5)).decode_all(a).text),
-            ("streaming 480 ms `[0, 8, 4]`", "fp32", lambda m, a: StreamingDecoder(m, (0, 8, 4)).decode_all(a).text),
-            ("streaming 600 ms", "bf16", lambda m, a: StreamingDecoder(m, (0, 10, 5)).decode_all(a).text),
-            ("streaming 600 ms", "int8", lambda m, a: StreamingDecoder(m, (0, 10, 5)).decode_all(a).text)]
-    print(f"{len(samples)} utterances, {sum(len(a) for a in audio) / 16000 / 60:.1f} min, {args.threads} threads\n")
+    rows = [("offline: whole file, `model.transcribe`", "fp32", None),
+            ("streaming 600 ms `[0, 10, 5]`", "fp32", (0, 10, 5)),
+            ("streaming 480 ms `[0, 8, 4]`", "fp32", (0, 8, 4)),
+            ("streaming 600 ms", "bf16", (0, 10, 5)),
+            ("streaming 600 ms", "int8", (0, 10, 5))]
+    minutes = sum(sample.length for sample in samples) / 100 / 60
+    print(f"{len(samples)} utterances, {minutes:.1f} min, {args.threads} threads\n")
     print("| decoding | precision | CER % | S | I | D | RTF |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, precision, decode in rows:
+    for name, precision, chunk_size in rows:
         model = load_model(args.model)
-        if precision == "bf16":
-            optimize_for_inference(model, dtype="bf16")
-        elif precision == "int8":
-            optimize_for_inference(model, quantize="int8")
-        result, rtf = score(model, samples, audio, decode)
-        print(f"| {name} | {precision} | {100 * result['cer']:.2f} | {result['substitutions']} | "
-              f"{result['insertions']} | {result['deletions']} | {rtf:.4f} |", flush=True)
-
+        if precision != "fp32":
+            optimize_for_inference(model, **({"dtype": "bf16"} if precision == "bf16" else {"quantize": "int8"}))
+        report = evaluate_model(model, samples, chunk_size)
+        total = report.total
+        print(f"| {name} | {precision} | {100 * total.cer:.2f} | {total.substitutions} | {total.insertions} | "
+              f"{total.deletions} | {report.rtf:.4f} |", flush=True)
 
 if __name__ == "__main__":
     main()

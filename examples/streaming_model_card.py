@@ -15,7 +15,7 @@ from modelscope.pipelines import pipeline
 from modelscope.utils.constant import Tasks
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--model", default=str(Path(modelscope_paraformer.__file__).parent / "demo_model"))
+parser.add_argument("--model", default=str(modelscope_paraformer.DEMO_MODEL_DIR))
 parser.add_argument("--audio", default=str(Path(__file__).with_name("asr_example_zh.wav")))
 args = parser.parse_args()
 

@@ -3,7 +3,6 @@
     python examples/transcribe.py examples/asr_example_zh.wav [--model DIR_OR_HUB_ID]
 """
 import argparse
-from pathlib import Path
 
 import modelscope_paraformer  # must come before pipeline(): it registers the native classes
 from modelscope.pipelines import pipeline
@@ -11,7 +10,7 @@ from modelscope.utils.constant import Tasks
 
 parser = argparse.ArgumentParser()
 parser.add_argument("audio", nargs="+")
-parser.add_argument("--model", default=str(Path(modelscope_paraformer.__file__).parent / "demo_model"))
+parser.add_argument("--model", default=str(modelscope_paraformer.DEMO_MODEL_DIR))
 args = parser.parse_args()
 
 asr = pipeline(task=Tasks.auto_speech_recognition, model=args.model)

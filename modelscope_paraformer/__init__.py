@@ -13,9 +13,12 @@ themselves when modelscope loads its registries (see :mod:`.registration`).
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import registration
+
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"  # the shipped demo model (see tools/train_demo.py)
 
 if TYPE_CHECKING:
     from .api import transcribe
@@ -28,7 +31,7 @@ _EXPORTS = {
     **{name: ".core" for name in ("AudioError", "CheckpointError", "ChunkSizeError", "ConfigError", "ModelDirError",
                                   "Paraformer", "StreamingDecoder", "Transcript", "load_audio", "load_model")},
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "DEMO_MODEL_DIR"])
 
 
 def __getattr__(name: str) -> Any:

@@ -15,10 +15,10 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Optional
 
-DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+from . import DEMO_MODEL_DIR
+
 
 
 def _load(args: argparse.Namespace):
@@ -68,27 +68,14 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .core.audio import load_audio
-    from .core.streaming import StreamingDecoder
     from .training.data import read_dataset, validate
-    from .training.metrics import CerReport
+    from .training.trainer import evaluate_model
 
     model = _load(args)
-    samples = validate(read_dataset(args.data), None)
-    report, audio_seconds, compute_seconds = CerReport(), 0.0, 0.0
-    for sample in samples:
-        samples_16k = load_audio(sample.source)
-        began = time.perf_counter()
-        if model.streaming:
-            text = StreamingDecoder(model, args.chunk_size).decode_all(samples_16k, sample.key).text
-        else:
-            text = model.transcribe([samples_16k])[0].text
-        compute_seconds += time.perf_counter() - began
-        audio_seconds += len(samples_16k) / 16000
-        report.add(sample.key, sample.text, text)
+    report = evaluate_model(model, validate(read_dataset(args.data), None), args.chunk_size)
     total = report.total
     print(f"CER {100 * total.cer:.2f}%  (S {total.substitutions}, I {total.insertions}, D {total.deletions}; "
-          f"{total.reference_length} chars, {len(report.rows)} utterances)  RTF {compute_seconds / audio_seconds:.4f}")
+          f"{total.reference_length} chars, {len(report.rows)} utterances)  RTF {report.rtf:.4f}")
     for key, reference, hypothesis, counts in report.worst(args.worst):
         if counts.errors:
             print(f"  {key}: {counts.errors} errors\n    ref: {reference}\n    hyp: {hypothesis}")

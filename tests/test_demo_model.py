@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import EXAMPLE_TEXT, EXAMPLE_WAV
+from modelscope_paraformer import DEMO_MODEL_DIR
 
-DEMO = Path(__file__).resolve().parents[1] / "modelscope_paraformer" / "demo_model"
+DEMO = DEMO_MODEL_DIR
 pytestmark = pytest.mark.skipif(not (DEMO / "model.pt").is_file(), reason="demo model not built")
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from modelscope_paraformer import DEMO_MODEL_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "modelscope_paraformer" / "demo_model"
+DEMO = DEMO_MODEL_DIR
 
 nbclient = pytest.importorskip("nbclient")
 

@@ -110,7 +110,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     (Path(args.work_dir) / "cer.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     logging.info("CER: %s", json.dumps(results, ensure_ascii=False))
     if args.install:
-        target = Path(__file__).resolve().parent.parent / "demo_model"
+        from .. import DEMO_MODEL_DIR as target
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("training.json"))
 

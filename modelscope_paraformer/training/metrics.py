@@ -53,6 +53,13 @@ class CerReport:
 
     total: ErrorCounts = field(default_factory=ErrorCounts)
     rows: list[tuple[str, str, str, ErrorCounts]] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+    @property
+    def rtf(self) -> float:
+        """Decoding time divided by audio duration (0 when nothing was timed)."""
+        return self.compute_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
     def add(self, key: str, reference: str, hypothesis: str) -> None:
         counts = char_errors(reference, hypothesis)
@@ -66,4 +73,5 @@ class CerReport:
     def as_dict(self) -> dict:
         t = self.total
         return {"cer": t.cer, "substitutions": t.substitutions, "insertions": t.insertions,
-                "deletions": t.deletions, "reference_chars": t.reference_length, "utterances": len(self.rows)}
+                "deletions": t.deletions, "reference_chars": t.reference_length, "utterances": len(self.rows),
+                "rtf": self.rtf}

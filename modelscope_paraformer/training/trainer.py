@@ -122,7 +122,7 @@ class ParaformerTrainer:
         self.rank, self.world_size = self._init_distributed()
         self.device = self._pick_device(config.device)
         self._random_seed(config.seed)
-        self.model, self.raw_config, self.cmvn_path = self._build_model()
+        self.model, self.cmvn_path = self._build_model()
         self.model.to(self.device)
 
     # ----- setup -------------------------------------------------------------------------------------
@@ -147,7 +147,8 @@ class ParaformerTrainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def _build_model(self) -> tuple[Paraformer, dict[str, Any], Path]:
+    def _build_model(self) -> tuple[Paraformer, Path]:
+        """The base model (or a fresh one from ``architecture``) and the am.mvn it normalises with."""
         c = self.config
         self.train_samples = read_dataset(c.data_dir)
         if c.model is not None:
@@ -155,11 +156,7 @@ class ParaformerTrainer:
 
             model_dir = resolve_model_dir(c.model, c.model_revision)
             model = load_model(model_dir)  # keeps the base vocabulary
-            files = find_model_files(model_dir)
-            import yaml
-
-            raw = yaml.safe_load(files.config.read_text(encoding="utf-8"))
-            cmvn_path = files.cmvn
+            cmvn_path = find_model_files(model_dir).cmvn
         else:
             if not c.architecture:
                 raise ValueError("training from scratch needs `architecture` (a config.yaml mapping) or `model`")
@@ -177,7 +174,7 @@ class ParaformerTrainer:
 
             model = Paraformer(config, Frontend(config.frontend, load_cmvn(cmvn_path)), tokenizer)
         self.tokenizer = model.tokenizer
-        return model, raw, cmvn_path
+        return model, cmvn_path
 
     def _barrier(self) -> None:
         if self.world_size > 1:
@@ -305,12 +302,12 @@ class ParaformerTrainer:
     def _valid_loss(self, valid_set: FeatureDataset) -> float:
         self.model.eval()
         lengths = [sample.length or 300 for sample in valid_set.samples]
-        total, weight = 0.0, 0
+        total, weight, loss_module = 0.0, 0, LossModule(self.model, self.config)
         for batch in iterate_batches(valid_set, bucket_batches(lengths, self.config.batch_bins, 0, 0, False)):
             if batch is None:
                 continue
             features, feature_lengths, targets, _ = batch
-            out = LossModule(self.model, self.config)(features.to(self.device), feature_lengths.to(self.device),
+            out = loss_module(features.to(self.device), feature_lengths.to(self.device),
                                                       [t.to(self.device) for t in targets])
             total += out.loss.item() * len(targets)
             weight += len(targets)
@@ -331,7 +328,7 @@ class ParaformerTrainer:
                 averaged = {key: (sum(s[key].double() for s in states) / len(states)).to(states[0][key].dtype)
                             if states[0][key].is_floating_point() else states[0][key] for key in states[0]}
             logger.info("averaging epochs %s into %s", ", ".join(best), out)
-            save_model_dir(self.model, out, self.raw_config, self.cmvn_path, averaged)
+            save_model_dir(self.model, out, self.model.config.raw, self.cmvn_path, averaged)
             atomic_write(out / "training.json", lambda tmp: Path(tmp).write_text(json.dumps(
                 {"averaged_epochs": best, "valid_loss": scores, "config": _jsonable(asdict(self.config))},
                 indent=2, ensure_ascii=False)))
@@ -339,18 +336,22 @@ class ParaformerTrainer:
         return out
 
     # ----- evaluation --------------------------------------------------------------------------------
-    def evaluate(self, data_dir: Optional[str] = None, model_dir: Optional[str] = None, streaming: bool = False,
+    def evaluate(self, data_dir: Optional[str] = None, model_dir: Optional[str] = None,
                  chunk_size: Sequence[int] = (0, 10, 5)) -> dict[str, Any]:
         """CER of ``model_dir`` (default: the trained output, else the current weights) on ``data_dir``."""
         directory = model_dir or (self.work_dir / "model" if (self.work_dir / "model" / "model.pt").is_file() else None)
         model = load_model(directory) if directory else self.model.eval()
         samples = validate(read_dataset(data_dir or self.config.valid_dir or self.config.data_dir), None)
-        return evaluate_model(model, samples, streaming, chunk_size).as_dict()
+        return evaluate_model(model, samples, chunk_size).as_dict()
 
 
-def evaluate_model(model: Paraformer, samples: Sequence[Sample], streaming: bool = False,
-                   chunk_size: Sequence[int] = (0, 10, 5), batch_size: int = 16) -> CerReport:
-    """Decode ``samples`` and score them (streaming models decode chunk by chunk either way)."""
+def evaluate_model(model: Paraformer, samples: Sequence[Sample], chunk_size: Optional[Sequence[int]] = (0, 10, 5),
+                   batch_size: int = 16) -> CerReport:
+    """Decode ``samples``, score them and time the decoding (``report.rtf``).
+
+    Streaming models decode chunk by chunk with ``chunk_size``; ``None`` gives every model whole files
+    through :meth:`Paraformer.transcribe` (for an online model that is its default chunking).
+    """
     from ..core.audio import load_audio
 
     report = CerReport()
@@ -358,10 +359,13 @@ def evaluate_model(model: Paraformer, samples: Sequence[Sample], streaming: bool
     for start in tqdm(range(0, len(samples), batch_size), desc="decoding", leave=False):
         batch = samples[start:start + batch_size]
         audio = [load_audio(sample.source) for sample in batch]
-        if model.streaming:
+        began = time.perf_counter()
+        if model.streaming and chunk_size is not None:
             results = [StreamingDecoder(model, chunk_size).decode_all(a, s.key) for a, s in zip(audio, batch)]
         else:
             results = model.transcribe(audio, [s.key for s in batch], batch_size=batch_size)
+        report.compute_seconds += time.perf_counter() - began
+        report.audio_seconds += sum(len(a) for a in audio) / 16000
         for sample, result in zip(batch, results):
             report.add(sample.key, sample.text, result.text)
     return report
