@@ -11,7 +11,8 @@ import torch
 
 from modelscope_paraformer.core import ChunkSizeError, StreamingDecoder, load_model
 from modelscope_paraformer.core.batch_streaming import BatchedStreamer
-from modelscope_paraformer.core.optimize import optimize_for_inference, warm_up
+from modelscope_paraformer.core.checkpoint import save_model_dir
+from modelscope_paraformer.core.optimize import PackedLinear, optimize_for_inference, warm_up
 from modelscope_paraformer.core.segment import length_batches, split_long_audio, transcribe_long
 
 SR = 16000
@@ -43,6 +44,20 @@ def test_fp32_optimize_keeps_tokens(small_models, clips, variant):
     warm_up(model)
     assert [_decode(model, clip).token_ids for clip in clips] == before
     assert all(before)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN packing needs an mkldnn build")
+def test_optimize_packs_linears_and_refuses_to_save(small_models, tmp_path):
+    model = optimize_for_inference(load_model(small_models["online"]))
+    packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    assert packed and not any(type(m) is torch.nn.Linear for m in [*model.encoder.modules(), *model.decoder.modules()])
+    assert sum(m.post_op == "relu" for m in packed) == len(model.encoder.layers) + len(model.decoder.memory_layers) + 1
+    x = torch.randn(2, 7, packed[0].in_features)
+    reference = torch.nn.Linear(packed[0].in_features, packed[0].out_features)
+    assert torch.allclose(PackedLinear(reference)(x), reference(x), atol=1e-5)
+    with pytest.raises(ValueError, match="optimize_for_inference"):
+        save_model_dir(model, tmp_path / "out", model.config.raw)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("variant", ["offline", "online"])

@@ -193,6 +193,9 @@ def save_model_dir(model: Paraformer, out_dir: Union[str, os.PathLike], raw_conf
     """Write a complete, self-contained model directory that :func:`load_model` and ``pipeline()`` load."""
     import yaml
 
+    if state is None and getattr(model, "inference_only", False):
+        raise ValueError("this model was prepared by optimize_for_inference (packed or quantised weights) and "
+                         "cannot be saved as a checkpoint; save the model before optimising it")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = state if state is not None else {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -24,9 +24,10 @@ class DecoderFeedForward(nn.Module):
         self.w_2 = nn.Linear(hidden, size, bias=False)
         self.norm = LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
+        self.activation = nn.ReLU()  # a module, so that inference packing can fuse it into w_1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_2(self.norm(self.dropout(torch.relu(self.w_1(x)))))
+        return self.w_2(self.norm(self.dropout(self.activation(self.w_1(x)))))
 
 
 class TokenFSMN(nn.Module):

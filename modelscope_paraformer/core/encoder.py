@@ -58,7 +58,12 @@ class SANMAttention(nn.Module):
         """FSMN memory: depthwise conv over time plus the values themselves, zero outside ``valid``."""
         if valid is not None:
             value = value * valid[:, :, None]
-        memory = self.fsmn_block(nn.functional.pad(value.transpose(1, 2), self.padding)).transpose(1, 2) + value
+        channels_first = value.transpose(1, 2)
+        if self.padding[0] == self.padding[1]:  # the conv pads itself: one op less per layer
+            memory = nn.functional.conv1d(channels_first, self.fsmn_block.weight, None, 1, self.padding[0], 1, self.size)
+        else:
+            memory = self.fsmn_block(nn.functional.pad(channels_first, self.padding))
+        memory = memory.transpose(1, 2) + value
         memory = nn.functional.dropout(memory, self.dropout, self.training)
         return memory * valid[:, :, None] if valid is not None else memory
 
@@ -78,20 +83,15 @@ class SANMAttention(nn.Module):
         key_valid = valid
         new_cache = None
         if cache_keep is not None:
-            keep_until = key.size(2) - cache_drop_last
-            window = LayerCache(key[:, :, :keep_until], value[:, :, :keep_until],
-                                None if valid is None else valid[:, :keep_until])
             if cache is not None:
                 key = torch.cat([cache.key, key], dim=2)
                 value = torch.cat([cache.value, value], dim=2)
                 key_valid = _cat_valid(cache.valid, valid, cache.key.size(2), x.size(1))
-                window = LayerCache(torch.cat([cache.key, window.key], dim=2),
-                                    torch.cat([cache.value, window.value], dim=2),
-                                    _cat_valid(cache.valid, window.valid, cache.key.size(2), keep_until))
-            if cache_keep > 0:
-                window = LayerCache(window.key[:, :, -cache_keep:], window.value[:, :, -cache_keep:],
-                                    None if window.valid is None else window.valid[:, -cache_keep:])
-            new_cache = window
+            # the new cache is a view of the attended keys/values: old cache + window, minus the look-ahead
+            keep_until = key.size(2) - cache_drop_last
+            start = max(0, keep_until - cache_keep) if cache_keep > 0 else 0
+            new_cache = LayerCache(key[:, :, start:keep_until], value[:, :, start:keep_until],
+                                   None if key_valid is None else key_valid[:, start:keep_until])
         mask = attention_mask
         if mask is None and key_valid is not None:
             mask = key_valid[:, None, None, :]

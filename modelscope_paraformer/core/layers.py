@@ -22,9 +22,10 @@ class FeedForward(nn.Module):
         self.w_1 = nn.Linear(size, hidden)
         self.w_2 = nn.Linear(hidden, size)
         self.dropout = nn.Dropout(dropout)
+        self.activation = nn.ReLU()  # a module, so that inference packing can fuse it into w_1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_2(self.dropout(torch.relu(self.w_1(x))))
+        return self.w_2(self.dropout(self.activation(self.w_1(x))))
 
 
 def sinusoidal_encoding(start: int, length: int, depth: int, dtype: torch.dtype = torch.float32,
@@ -48,15 +49,12 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
 
     Rows with no allowed key give zeros (FunASR's masked_fill after softmax), not NaN.
     """
-    scores = torch.matmul(query * query.size(-1) ** -0.5, key.transpose(-2, -1))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1).masked_fill(~mask, 0.0)
-    else:
-        weights = torch.softmax(scores, dim=-1)
-    if dropout > 0.0:
-        weights = torch.nn.functional.dropout(weights, dropout)
-    return torch.matmul(weights, value)
+    # torch's fused kernel (one op instead of five); it also returns zeros for rows with no allowed key
+    # on the CPU, but not on every device, so those rows are zeroed explicitly
+    attended = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
+    if mask is not None and query.device.type != "cpu":
+        attended = attended.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+    return attended
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

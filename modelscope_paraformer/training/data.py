@@ -184,7 +184,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         if ".ark:" in sample.source or sample.source.startswith("ark:"):
             import kaldiio
 
-            matrix = np.asarray(kaldiio.load_mat(sample.source.removeprefix("ark:")), dtype=np.float32)
+            # np.array copies: kaldiio may hand back a read-only memory map
+            matrix = np.array(kaldiio.load_mat(sample.source.removeprefix("ark:")), dtype=np.float32)
             if matrix.ndim == 2 and matrix.shape[1] == self.frontend.output_size:
                 return torch.from_numpy(matrix)
             if matrix.ndim == 2 and matrix.shape[1] == self.frontend.config.n_mels:
