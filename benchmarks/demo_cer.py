@@ -8,22 +8,18 @@ Prints a markdown table (the one in README); the test set comes from
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import torch
 
+from modelscope_paraformer import DEMO_MODEL_DIR
 from modelscope_paraformer.core import load_model
 from modelscope_paraformer.core.optimize import optimize_for_inference
 from modelscope_paraformer.training.data import read_dataset, validate
 from modelscope_paraformer.training.trainer import evaluate_model
 
-DEMO = Path(__file__).resolve().parents[1] / "modelscope_paraformer" / "demo_model"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/synth/test")
-    parser.add_argument("--model", default=str(DEMO))
+    parser.add_argument("--model", default=str(DEMO_MODEL_DIR))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -44,6 +40,7 @@ def main() -> None:
         total = report.total
         print(f"| {name} | {precision} | {100 * total.cer:.2f} | {total.substitutions} | {total.insertions} | "
               f"{total.deletions} | {report.rtf:.4f} |", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -115,6 +115,29 @@ def test_batched_streaming_equals_single(small_models, speech, chunk_size, batch
     assert any(reference.token_ids for reference in expected)
 
 
+def test_batched_streaming_steady_state_equals_single(small_models, speech):
+    """Streams stepping in lock-step (the uniform path, batch caches reused), one joining late (padded steps
+    until its cache is full) and one ending early (the group changes)."""
+    model = load_model(small_models["online"])
+    audios = {0: speech[:96000], 1: np.roll(speech, 3000)[:96000], 2: np.roll(speech, 9000)[:48000],
+              3: np.roll(speech, 20000)[:76800]}
+    starts = {0: 0, 1: 0, 2: 0, 3: 2}  # stream 3 opens at the third step
+    expected = {i: StreamingDecoder(model).decode_all(audio).token_ids for i, audio in audios.items()}
+    streamer, stride, uniform_steps = BatchedStreamer(model), 9600, 0
+    for step in range(12):
+        for i, audio in audios.items():
+            k = step - starts[i]
+            if k == 0:
+                streamer.open(i)
+            if 0 <= k and k * stride < len(audio):
+                streamer.feed(i, audio[k * stride:(k + 1) * stride], is_final=(k + 1) * stride >= len(audio))
+        group = streamer._encoder_group
+        streamer.run_until_idle()
+        uniform_steps += streamer._encoder_group is not group
+    assert {i: streamer.result(i).token_ids for i in audios} == expected
+    assert uniform_steps >= 6 and all(expected.values())
+
+
 def test_batched_streamer_reuses_and_guards_streams(small_models, speech):
     with pytest.raises(ChunkSizeError):
         BatchedStreamer(load_model(small_models["offline"]))

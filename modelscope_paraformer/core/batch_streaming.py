@@ -152,6 +152,8 @@ class BatchedStreamer:
         self.decoder_look_back = int(decoder_chunk_look_back)
         self.max_batch = max_batch
         self.streams: dict[Hashable, _Stream] = {}
+        # the last uniform step's per-stream caches and the batch caches they are views of (see _encode_uniform)
+        self._encoder_group: Optional[tuple[list[_KV], list[LayerCache]]] = None
         stride = self.chunk_size[1]
         self.encoder_keep = self.encoder_look_back * stride if self.encoder_look_back > 0 else self.encoder_look_back
         self.decoder_keep = self.decoder_look_back * stride if self.decoder_look_back > 0 else self.decoder_look_back
@@ -183,6 +185,7 @@ class BatchedStreamer:
 
     def close(self, stream_id: Hashable) -> Optional[Transcript]:
         """Forget a stream; returns its last finished Transcript (None if none finished)."""
+        self._encoder_group = None  # may hold the stream's caches
         return self.streams.pop(stream_id).result
 
     def result(self, stream_id: Hashable) -> Optional[Transcript]:
@@ -264,6 +267,8 @@ class BatchedStreamer:
         cached = [work.stream.encoder_kv for work in works]
         cache_lengths = [kv.length for kv in cached]
         cache_width = max(cache_lengths)
+        if valid is None and min(cache_lengths) == cache_width:
+            return self._encode_uniform(works, x, cached), lengths
         cache_valid = _right_aligned_valid(cache_lengths, cache_width, x.device)
         # positions kept in each row's new cache: old cache + window minus its look-ahead, last `keep` valid
         index, kept = _keep_last_valid(torch.cat([cache_valid, window_valid[:, : width - look_ahead]], dim=1), keep)
@@ -286,6 +291,35 @@ class BatchedStreamer:
             work.stream.encoder_kv = kv
             work.stream.shares_batch = True
         return self.model.encoder.after_norm(x), lengths
+
+    def _encode_uniform(self, works: list[_Work], x: torch.Tensor, cached: list[_KV]) -> torch.Tensor:
+        """The steady state, every row with the same window and cache length: no padding, hence no masks, and
+        each layer's new cache is a time slice of the batch, as for a single stream. When the same streams
+        stepped together last time, their batch caches are used as they are instead of re-concatenated."""
+        previous = self._encoder_group
+        reuse = (previous is not None and len(previous[0]) == len(works)
+                 and all(work.stream.encoder_kv is kv for work, kv in zip(works, previous[0])))
+        new_caches = []
+        for number, layer in enumerate(self.model.encoder.layers):
+            cache = None
+            if reuse:
+                cache = previous[1][number]
+            elif cached[0].length:
+                cache = LayerCache(torch.cat([kv.keys[number] for kv in cached]),
+                                   torch.cat([kv.values[number] for kv in cached]), None)
+            x, new_cache = layer(x, None, cache=cache, cache_drop_last=self.chunk_size[2],
+                                 cache_keep=self.encoder_keep)
+            new_caches.append(new_cache)
+        new_kv = [_KV() for _ in works]
+        for cache in new_caches:
+            for kv, key, value in zip(new_kv, cache.key.split(1), cache.value.split(1)):
+                kv.keys.append(key)
+                kv.values.append(value)
+        for work, kv in zip(works, new_kv):
+            work.stream.encoder_kv = kv
+            work.stream.shares_batch = True
+        self._encoder_group = (new_kv, new_caches)
+        return self.model.encoder.after_norm(x)
 
     def _predict(self, works: list[_Work], encoded: torch.Tensor, lengths: list[int]
                  ) -> list[tuple[int, _Work, torch.Tensor, list[int]]]:
