@@ -249,7 +249,6 @@ def concurrent_streams(model, config: dict) -> tuple[int, dict]:
 
 def worker_ours(config: dict) -> dict:
     from modelscope_paraformer.core import load_model
-    from modelscope_paraformer.core.batch_streaming import BatchedStreamer
     from modelscope_paraformer.core.optimize import optimize_for_inference, warm_up
 
     threads, out = config["threads"], {"streaming": {}, "variants": {}}

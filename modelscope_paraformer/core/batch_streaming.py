@@ -10,7 +10,10 @@ takes one stride (or the final flush) from every stream that has one and
    padding, attention ignores the padding, and the look-ahead frames dropped from the new cache are
    the real last frames of every row;
 2. runs the encoder layers once on the batch, then keeps of each row's new cache only its last
-   ``look_back`` valid frames (one gather per layer, with an index computed once per step);
+   ``look_back`` valid frames (one gather per layer, with an index computed once per step). In the steady
+   state (all windows and caches of equal length) nothing is padded: the step runs mask-free like a single
+   stream, the new caches are time slices, and when the same streams step again their batch caches are
+   used as they are (:meth:`BatchedStreamer._encode_uniform`);
 3. runs the CIF per stream (cheap: it carries a per-stream remainder);
 4. runs the decoder once for the streams that fired tokens: tokens are right-padded (the decoder's FSMN
    is causal over tokens in the streaming models, so padding never reaches a real token), each layer's
