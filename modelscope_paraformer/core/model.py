@@ -19,6 +19,7 @@ from .decoder import ParaformerDecoder
 from .encoder import SANMEncoder
 from .frontend import Frontend
 from .predictor import CifPredictor, timestamps_from_fires
+from .segment import group_by_length, transcribe_long
 from .tokenizer import CharTokenizer
 
 logger = logging.getLogger(__name__)
@@ -135,14 +136,13 @@ class Paraformer(nn.Module):
         results: list[Optional[Transcript]] = [None] * len(waveforms)
         limit = None if segment_over_seconds is None else segment_over_seconds * self.frontend.config.fs
         if limit is not None:
-            from .segment import transcribe_long
-
             for i, waveform in enumerate(waveforms):
                 if len(waveform) > limit:
                     results[i] = transcribe_long(self, waveform, keys[i], batch_size)
-        order = sorted((i for i in range(len(waveforms)) if results[i] is None), key=lambda i: len(waveforms[i]))
-        for start in range(0, len(order), max(1, batch_size)):
-            batch = order[start:start + max(1, batch_size)]
+        todo = [i for i in range(len(waveforms)) if results[i] is None]
+        size = max(1, batch_size)
+        for group in group_by_length([len(waveforms[i]) for i in todo], lambda batch: len(batch) <= size):
+            batch = [todo[j] for j in group]
             features, lengths = self.features([waveforms[i] for i in batch])
             for i, transcript in zip(batch, self.recognize_features(features, lengths, [keys[i] for i in batch])):
                 results[i] = transcript

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -180,19 +180,26 @@ def transcribe_long(model, samples: np.ndarray, key: str = "utt", batch_size: in
     return Transcript(key, text, token_ids, timestamps)
 
 
+def group_by_length(lengths: Sequence[int], fits: Callable[[list[int]], bool]) -> list[list[int]]:
+    """Indices in length order, each appended to the last batch while ``fits(batch + [index])`` holds (the
+    candidate batch's last index is its longest), else starting a new batch. Shared by every batching policy."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if batches and fits(batches[-1] + [index]):
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
 def length_batches(lengths: list[int], batch_size: int, max_padding: float = 0.2) -> list[list[int]]:
     """Indices in length order, grouped into batches of at most ``batch_size`` whose padding stays under
     ``max_padding`` of the computed frames (on a CPU, padding costs more than batching saves)."""
-    batches: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-        batch = batches[-1] if batches else None
-        if batch and len(batch) < batch_size:
-            padded = lengths[index] * (len(batch) + 1)  # sorted: the new one is the longest
-            if padded - sum(lengths[i] for i in batch) - lengths[index] <= max_padding * padded:
-                batch.append(index)
-                continue
-        batches.append([index])
-    return batches
+    def fits(batch: list[int]) -> bool:
+        padded = lengths[batch[-1]] * len(batch)
+        return len(batch) <= batch_size and padded - sum(lengths[i] for i in batch) <= max_padding * padded
+
+    return group_by_length(lengths, fits)
 
 
 def _decode_offline(model, samples: np.ndarray, segments: list[tuple[int, int]], batch_size: int) -> list:

@@ -21,6 +21,7 @@ from modelscope.utils.constant import Tasks
 
 from ..core import ChunkSizeError, StreamingDecoder
 from ..core.audio import SAMPLE_RATE, Utterance
+from ..core.segment import group_by_length
 from ..core.streaming import check_chunk_size
 from ..hub import resolve_model_dir
 from .model import ParaformerForASR
@@ -61,17 +62,11 @@ def decoder_options(options: dict) -> dict:
 
 def plan_batches(lengths: Sequence[int], batch_size: Optional[int], batch_size_s: Optional[float]) -> list[list[int]]:
     """Indices grouped by similar length: at most ``batch_size`` items and ``batch_size_s`` padded seconds each."""
-    def fits(batch: list[int]) -> bool:  # the last index is the longest: indices come sorted by length
+    def fits(batch: list[int]) -> bool:  # the last index is the longest
         return ((not batch_size or len(batch) <= batch_size)
                 and (not batch_size_s or len(batch) * lengths[batch[-1]] / SAMPLE_RATE <= batch_size_s))
 
-    batches: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if batches and fits(batches[-1] + [index]):
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
+    return group_by_length(lengths, fits)
 
 
 @PIPELINES.register_module(Tasks.auto_speech_recognition, module_name=PIPELINE_NAME)
