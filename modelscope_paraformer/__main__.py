@@ -20,7 +20,6 @@ from typing import Optional
 from . import DEMO_MODEL_DIR
 
 
-
 def _load(args: argparse.Namespace):
     from .core import load_model
     from .core.optimize import optimize_for_inference

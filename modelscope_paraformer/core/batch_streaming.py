@@ -131,6 +131,13 @@ def _gather_time(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tensor.gather(2, index[:, None, :, None].expand(batch, heads, index.size(1), d_k))
 
 
+def _append_rows(kvs: Sequence[_KV], keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+    """Append one layer's per-stream keys/values (one row each) to each stream's cache."""
+    for kv, key, value in zip(kvs, keys, values):
+        kv.keys.append(key)
+        kv.values.append(value)
+
+
 def _split_rows(tensor: torch.Tensor, kept: Sequence[int]) -> list[torch.Tensor]:
     """Rows of a right-aligned (batch, heads, width, d_k) tensor, each cut to its ``kept`` last positions."""
     width = tensor.size(2)
@@ -286,13 +293,9 @@ class BatchedStreamer:
                                                  cache_width, 2, like),
                                    cache_valid)
             x, full = layer(x, valid, cache=cache, cache_drop_last=look_ahead, cache_keep=-1)
-            for kv, key, value in zip(new_kv, _split_rows(_gather_time(full.key, index), kept),
-                                      _split_rows(_gather_time(full.value, index), kept)):
-                kv.keys.append(key)
-                kv.values.append(value)
-        for work, kv in zip(works, new_kv):
-            work.stream.encoder_kv = kv
-            work.stream.shares_batch = True
+            _append_rows(new_kv, _split_rows(_gather_time(full.key, index), kept),
+                         _split_rows(_gather_time(full.value, index), kept))
+        self._assign_encoder_caches(works, new_kv)
         return self.model.encoder.after_norm(x), lengths
 
     def _encode_uniform(self, works: list[_Work], x: torch.Tensor, cached: list[_KV]) -> torch.Tensor:
@@ -300,8 +303,8 @@ class BatchedStreamer:
         each layer's new cache is a time slice of the batch, as for a single stream. When the same streams
         stepped together last time, their batch caches are used as they are instead of re-concatenated."""
         previous = self._encoder_group
-        reuse = (previous is not None and len(previous[0]) == len(works)
-                 and all(work.stream.encoder_kv is kv for work, kv in zip(works, previous[0])))
+        reuse = (previous is not None and len(previous[0]) == len(cached)
+                 and all(mine is theirs for mine, theirs in zip(cached, previous[0])))
         new_caches = []
         for number, layer in enumerate(self.model.encoder.layers):
             cache = None
@@ -315,14 +318,17 @@ class BatchedStreamer:
             new_caches.append(new_cache)
         new_kv = [_KV() for _ in works]
         for cache in new_caches:
-            for kv, key, value in zip(new_kv, cache.key.split(1), cache.value.split(1)):
-                kv.keys.append(key)
-                kv.values.append(value)
-        for work, kv in zip(works, new_kv):
-            work.stream.encoder_kv = kv
-            work.stream.shares_batch = True
+            _append_rows(new_kv, cache.key.split(1), cache.value.split(1))
+        self._assign_encoder_caches(works, new_kv)
         self._encoder_group = (new_kv, new_caches)
         return self.model.encoder.after_norm(x)
+
+    @staticmethod
+    def _assign_encoder_caches(works: list[_Work], caches: list[_KV]) -> None:
+        """Give each stream its new encoder cache (views of this step's batch tensors)."""
+        for work, kv in zip(works, caches):
+            work.stream.encoder_kv = kv
+            work.stream.shares_batch = True
 
     def _predict(self, works: list[_Work], encoded: torch.Tensor, lengths: list[int]
                  ) -> list[tuple[int, _Work, torch.Tensor, list[int]]]:
@@ -401,10 +407,8 @@ class BatchedStreamer:
                 ctx_list.append(row)
             if keep:
                 keys, values = state.cross
-                for kv, key, value in zip(new_cross, _split_rows(_gather_time(keys, index), kept),
-                                          _split_rows(_gather_time(values, index), kept)):
-                    kv.keys.append(key)
-                    kv.values.append(value)
+                _append_rows(new_cross, _split_rows(_gather_time(keys, index), kept),
+                             _split_rows(_gather_time(values, index), kept))
         for layer in decoder.decoders3:
             x = layer(x, None, None, None)
         best = decoder.output_layer(decoder.after_norm(x)).argmax(-1)

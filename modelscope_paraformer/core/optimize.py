@@ -66,6 +66,14 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, post_op={self.post_op}"
 
 
+def _feed_forward_relu_blocks(model: Paraformer) -> dict[str, nn.Module]:
+    """Feed-forward blocks (by module name) whose ``w_1`` is an ``nn.Linear`` followed by an ``nn.ReLU``
+    ``activation``: the pairs that packing and int8 quantisation fuse."""
+    return {name: module for name, module in model.named_modules()
+            if isinstance(getattr(module, "activation", None), nn.ReLU)
+            and isinstance(getattr(module, "w_1", None), nn.Linear)}
+
+
 def _can_pack(model: Paraformer) -> bool:
     """oneDNN packing needs a CPU build with mkldnn and the model on the CPU; probe it once on a tiny weight."""
     if model.device.type != "cpu" or not torch.backends.mkldnn.is_available():
@@ -83,13 +91,14 @@ def _pack_linears(model: Paraformer) -> int:
     feed-forward layer's ``w_1`` are fused into it. Returns how many layers were packed."""
     if not _can_pack(model):
         return 0
+    fused = {id(block) for block in _feed_forward_relu_blocks(model).values()}
     packed = 0
     for part in (model.encoder, model.decoder):
         for module in list(part.modules()):
             for name, child in list(module.named_children()):
                 if type(child) is not nn.Linear:
                     continue
-                fuse = name == "w_1" and isinstance(getattr(module, "activation", None), nn.ReLU)
+                fuse = name == "w_1" and id(module) in fused
                 setattr(module, name, PackedLinear(child, relu=fuse))
                 if fuse:
                     module.activation = nn.Identity()
@@ -104,13 +113,6 @@ def _to_bfloat16(model: Paraformer) -> None:
     model.predictor.float()
 
 
-def _feed_forward_relus(model: Paraformer) -> list[list[str]]:
-    """[w_1, activation] name pairs of every feed-forward block whose ``w_1`` is followed by a ReLU."""
-    return [[f"{name}.w_1", f"{name}.activation"] for name, module in model.named_modules()
-            if isinstance(getattr(module, "activation", None), nn.ReLU) and isinstance(getattr(module, "w_1", None),
-                                                                                      nn.Linear)]
-
-
 def _quantize_int8(model: Paraformer) -> None:
     # the predictor stays float32: its 512->1 weights decide where tokens fire and cost little
     # torch's x86/fbgemm dynamic int8 kernels: 2-6x faster than float32 Linear on this class of CPU, where a
@@ -122,7 +124,8 @@ def _quantize_int8(model: Paraformer) -> None:
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
         quantization = torch.ao.quantization
         # w_1 + ReLU become one quantised LinearReLU: one op less per feed-forward block
-        quantization.fuse_modules(model, _feed_forward_relus(model), inplace=True)
+        pairs = [[f"{name}.w_1", f"{name}.activation"] for name in _feed_forward_relu_blocks(model)]
+        quantization.fuse_modules(model, pairs, inplace=True)
         for name in ("encoder", "decoder"):
             quantization.quantize_dynamic(getattr(model, name), {nn.Linear, torch.ao.nn.intrinsic.LinearReLU},
                                           dtype=torch.qint8, inplace=True)

@@ -308,7 +308,7 @@ class ParaformerTrainer:
                 continue
             features, feature_lengths, targets, _ = batch
             out = loss_module(features.to(self.device), feature_lengths.to(self.device),
-                                                      [t.to(self.device) for t in targets])
+                              [t.to(self.device) for t in targets])
             total += out.loss.item() * len(targets)
             weight += len(targets)
         self.model.train()
