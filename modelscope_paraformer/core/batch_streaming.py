@@ -63,7 +63,7 @@ class _Stream:
     final_pending: bool = False
     encoder_kv: _KV = field(default_factory=_KV)
     cross_kv: _KV = field(default_factory=_KV)
-    fsmn_context: Optional[list[torch.Tensor]] = None  # per decoder memory layer: (1, size, kernel - 1)
+    fsmn_context: Optional[list[torch.Tensor]] = None  # per decoder memory layer: (1, kernel - 1, size)
     shares_batch: bool = False  # caches are views of a batch tensor: copied out when the stream idles
     served: int = 0  # steps served, for fairness when a step is capped
     result: Optional[Transcript] = None  # the last finished utterance
@@ -390,10 +390,10 @@ class BatchedStreamer:
         new_cross = [_KV() for _ in streams]
         x = tokens
         for number, layer in enumerate(decoder.memory_layers):
-            context = torch.cat([ctx[number] if ctx is not None else tokens.new_zeros(1, tokens.size(2), kernel - 1)
+            context = torch.cat([ctx[number] if ctx is not None else tokens.new_zeros(1, kernel - 1, tokens.size(2))
                                  for ctx in contexts], dim=0)
-            # TokenFSMN drops the oldest cached column first: prepend one that is dropped
-            state = DecoderLayerState(fsmn=nn.functional.pad(context, (1, 0)))
+            # TokenFSMN drops the oldest cached frame first: prepend one that is dropped
+            state = DecoderLayerState(fsmn=nn.functional.pad(context, (0, 0, 1, 0)))
             if keep and cache_width:
                 like = next(kv.keys[number] for kv in cached if kv.length)
                 state.cross = (_left_pad_cat([kv.keys[number] if kv.length else None for kv in cached],
@@ -401,8 +401,8 @@ class BatchedStreamer:
                                _left_pad_cat([kv.values[number] if kv.length else None for kv in cached],
                                              cache_width, 2, like))
             x = layer(x, None, memory, mask, state, -1 if keep else 0)
-            padded = state.fsmn  # (batch, size, kernel - 1 + tokens): context then the new token vectors
-            context = padded.gather(2, token_index[:, None, :].expand(-1, padded.size(1), -1))
+            padded = state.fsmn  # (batch, kernel - 1 + tokens, size): context then the new token vectors
+            context = padded.gather(1, token_index[:, :, None].expand(-1, -1, padded.size(2)))
             for ctx_list, row in zip(new_contexts, context.split(1, dim=0)):
                 ctx_list.append(row)
             if keep:

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .layers import LayerNorm, attend, lengths_to_mask, merge_heads, split_heads
+from .layers import LayerNorm, attend, depthwise_conv_time, lengths_to_mask, merge_heads, split_heads
 
 
 class DecoderFeedForward(nn.Module):
@@ -43,15 +43,15 @@ class TokenFSMN(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor], cache: Optional[torch.Tensor] = None,
                 streaming: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Return memory for (batch, tokens, size) and, when ``streaming``, the padded context to carry on."""
+        """Return memory for (batch, tokens, size) and, when ``streaming``, the padded context to carry on
+        (batch, kernel - 1 + tokens, size)."""
         if valid is not None:
             x = x * valid[:, :, None]
-        channels_first = x.transpose(1, 2)
         if cache is None:
-            padded = nn.functional.pad(channels_first, self.padding)
+            padded = nn.functional.pad(x, (0, 0, *self.padding))
         else:  # previous context (minus its oldest frame) followed by the new tokens, as FunASR does
-            padded = torch.cat([cache[:, :, 1:], channels_first], dim=2)[:, :, -(self.kernel_size + x.size(1) - 1):]
-        memory = self.dropout(self.fsmn_block(padded).transpose(1, 2) + x)
+            padded = torch.cat([cache[:, 1:], x], dim=1)[:, -(self.kernel_size + x.size(1) - 1):]
+        memory = self.dropout(depthwise_conv_time(padded, self.fsmn_block.weight) + x)
         if valid is not None:
             memory = memory * valid[:, :, None]
         return memory, padded if streaming else None

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .layers import FeedForward, LayerNorm, attend, lengths_to_mask, merge_heads, sinusoidal_encoding, split_heads
+from .layers import FeedForward, LayerNorm, attend, depthwise_conv_time, lengths_to_mask, merge_heads, sinusoidal_encoding, split_heads
 
 
 @dataclass
@@ -58,12 +58,7 @@ class SANMAttention(nn.Module):
         """FSMN memory: depthwise conv over time plus the values themselves, zero outside ``valid``."""
         if valid is not None:
             value = value * valid[:, :, None]
-        channels_first = value.transpose(1, 2)
-        if self.padding[0] == self.padding[1]:  # the conv pads itself: one op less per layer
-            memory = nn.functional.conv1d(channels_first, self.fsmn_block.weight, None, 1, self.padding[0], 1, self.size)
-        else:
-            memory = self.fsmn_block(nn.functional.pad(channels_first, self.padding))
-        memory = memory.transpose(1, 2) + value
+        memory = depthwise_conv_time(value, self.fsmn_block.weight, self.padding) + value
         memory = nn.functional.dropout(memory, self.dropout, self.training)
         return memory * valid[:, :, None] if valid is not None else memory
 
