@@ -119,13 +119,18 @@ def streaming_summary(times: list[float], seconds: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ workers
+VARIANTS = {"int8": {"quantize": "int8"}, "bf16": {"dtype": "bf16"}}
+
+
 def worker_rss(config: dict) -> dict:
-    """Import, load, decode 10 s once; the parent reads this child's peak RSS."""
+    """Import, load (ours: as the pipeline does, mapped and optimised for ``config["variant"]``), decode 10 s
+    once; the parent reads this child's peak RSS."""
     start = time.perf_counter()
     if config["system"] == "funasr":
         from funasr import AutoModel
     else:
         from modelscope_paraformer.core import load_model
+        from modelscope_paraformer.core.optimize import optimize_for_inference
         from modelscope_paraformer.core.segment import transcribe_long
     imported = time.perf_counter()
     audio = make_audio(10)
@@ -135,10 +140,9 @@ def worker_rss(config: dict) -> dict:
         loaded = time.perf_counter()
         model.generate(input=audio, disable_pbar=True)
     else:
-        import torch
-
-        torch.set_num_threads(config["threads"])
-        model = load_model(config["offline"])
+        options = VARIANTS.get(config.get("variant"), {})
+        model = optimize_for_inference(load_model(config["offline"], mmap=True), num_threads=config["threads"],
+                                       **options)
         loaded = time.perf_counter()
         transcribe_long(model, audio)
     done = time.perf_counter()
@@ -252,11 +256,11 @@ def worker_ours(config: dict) -> dict:
     from modelscope_paraformer.core.optimize import optimize_for_inference, warm_up
 
     threads, out = config["threads"], {"streaming": {}, "variants": {}}
-    offline = optimize_for_inference(load_model(config["offline"]), num_threads=threads)
+    offline = optimize_for_inference(load_model(config["offline"], mmap=True), num_threads=threads)
     warm_up(offline)
     out["offline"] = ours_offline(offline, config, config["durations"], whole=True)
     del offline
-    online = optimize_for_inference(load_model(config["online"]), num_threads=threads)
+    online = optimize_for_inference(load_model(config["online"], mmap=True), num_threads=threads)
     warm_up(online)
     audio = make_audio(config["stream_seconds"])
     for name, chunk_size in CHUNKS.items():
@@ -264,12 +268,12 @@ def worker_ours(config: dict) -> dict:
         out["streaming"][name] = {**streaming_summary(times, config["stream_seconds"]), "ids": ids}
     out["concurrent_streams"], out["concurrency_worst_ms"] = concurrent_streams(online, config)
     del online
-    for variant, options in (("int8", {"quantize": "int8"}), ("bf16", {"dtype": "bf16"})):
-        model = optimize_for_inference(load_model(config["offline"]), num_threads=threads, **options)
+    for variant, options in VARIANTS.items():
+        model = optimize_for_inference(load_model(config["offline"], mmap=True), num_threads=threads, **options)
         warm_up(model)
         result = {"offline": ours_offline(model, config, config["durations"])}
         del model
-        model = optimize_for_inference(load_model(config["online"]), num_threads=threads, **options)
+        model = optimize_for_inference(load_model(config["online"], mmap=True), num_threads=threads, **options)
         warm_up(model)
         ids, times = repeated_stream(lambda: ours_stream(model, audio, CHUNKS["600ms"]), config["repeats"])
         result["streaming"] = {"600ms": {**streaming_summary(times, config["stream_seconds"]), "ids": ids}}
@@ -375,6 +379,10 @@ def table(report: dict) -> str:
                      f"{ratio(ours['streaming']['600ms']['rtf'], stream['rtf'])} |")
         lines.append(f"| {variant} | real-time 600 ms streams within 600 ms | {result['concurrent_streams']} | "
                      f"{ratio(ours['concurrent_streams'], result['concurrent_streams'], True)} |")
+        rss = (report.get(f"rss_ours_{variant}") or {}).get("peak_rss_mb")
+        if rss is not None:
+            lines.append(f"| {variant} | peak RSS, import+load+10 s (MB) | {rss:.0f} | "
+                         f"{ratio(rss_ours['peak_rss_mb'], rss)} |")
         agree = result["agreement_with_fp32"]
         lines.append(f"| {variant} | tokens identical to fp32 / char similarity | {agree['identical']:.2f} / "
                      f"{agree['char_similarity']:.3f} | |")
@@ -439,6 +447,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     for system in systems:  # one heavy process at a time
         print(f"measuring {system}: import/load/RSS ...", file=sys.stderr)
         report[f"rss_{system}"] = run_worker("rss", {**config, "system": system})
+    for variant in VARIANTS:
+        report[f"rss_ours_{variant}"] = run_worker("rss", {**config, "system": "ours", "variant": variant})
     for system in systems:
         print(f"measuring {system}: speed ...", file=sys.stderr)
         report[system] = run_worker(system, config)

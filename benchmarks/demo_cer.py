@@ -33,9 +33,9 @@ def main() -> None:
     print(f"{len(samples)} utterances, {minutes:.1f} min, {args.threads} threads\n")
     print("| decoding | precision | CER % | S | I | D | RTF |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name, precision, chunk_size in rows:
-        model = load_model(args.model)
-        if precision != "fp32":
-            optimize_for_inference(model, **({"dtype": "bf16"} if precision == "bf16" else {"quantize": "int8"}))
+        model = load_model(args.model, mmap=True)
+        optimize_for_inference(model, **({"dtype": "bf16"} if precision == "bf16" else
+                                         {"quantize": "int8"} if precision == "int8" else {}))
         report = evaluate_model(model, samples, chunk_size)
         total = report.total
         print(f"| {name} | {precision} | {100 * total.cer:.2f} | {total.substitutions} | {total.insertions} | "

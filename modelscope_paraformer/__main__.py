@@ -30,7 +30,7 @@ def _load(args: argparse.Namespace):
         from .hub import resolve_model_dir
 
         directory = resolve_model_dir(args.model, args.model_revision)
-    return optimize_for_inference(load_model(directory), args.dtype, args.quantize, args.num_threads)
+    return optimize_for_inference(load_model(directory, mmap=True), args.dtype, args.quantize, args.num_threads)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ make token ids sensitive to the smallest numeric change, so equality here is a s
 """
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,37 @@ def test_reduced_precision_decodes(small_models, clips, variant, mode):
     assert all(result.text for result in results)
     if mode.get("dtype") == "bf16":
         assert model.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("mode", [{}, {"pack": False}, {"dtype": "bf16"}, {"quantize": "int8"}])
+def test_mapped_checkpoint_is_converted_out_of_the_map(small_models, clips, mode):
+    """load_model(mmap=True) + optimize_for_inference decodes exactly like a read checkpoint, and afterwards no
+    tensor of the model lies in the map (so nothing depends on model.pt any more)."""
+    read = optimize_for_inference(load_model(small_models["offline"]), **mode)
+    mapped = load_model(small_models["offline"], mmap=True)
+    region = mapped.checkpoint_map
+    assert region is not None and all(region.holds(p) for p in mapped.parameters())
+    optimize_for_inference(mapped, **mode)
+    assert mapped.checkpoint_map is None
+    assert not any(region.holds(t) for t in [*mapped.parameters(), *mapped.buffers()])
+    assert [_decode(mapped, clip).token_ids for clip in clips] == [_decode(read, clip).token_ids for clip in clips]
+
+
+def test_checkpoint_map_releases_only_its_own_pages(small_models, tmp_path):
+    model = load_model(small_models["offline"], mmap=True)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    heap = torch.randn(1 << 18)  # ordinary memory (1 MiB): releasing must leave it alone
+    kept = heap.clone()
+    model.checkpoint_map.release(heap, *model.parameters())
+    model.checkpoint_map.release_all()
+    assert torch.equal(heap, kept)
+    assert all(torch.equal(value, reference[key]) for key, value in model.state_dict().items())  # read again
+    legacy = tmp_path / "legacy"
+    shutil.copytree(small_models["offline"], legacy)
+    torch.save(reference, legacy / "model.pt", _use_new_zipfile_serialization=False)  # cannot be mapped
+    fallback = load_model(legacy, mmap=True)
+    assert fallback.checkpoint_map is None
+    assert all(torch.equal(value, reference[key]) for key, value in fallback.state_dict().items())
 
 
 def test_optimize_rejects_bad_options(small_models):

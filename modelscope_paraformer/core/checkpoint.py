@@ -8,14 +8,17 @@ shape mismatch is reported in one error naming the file.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import mmap as mmap_module
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import torch
 
@@ -96,10 +99,20 @@ def find_model_files(model_dir: Union[str, os.PathLike]) -> ModelFiles:
     return ModelFiles(root, config, weights, cmvn, tokens, configuration)
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load tensors from a checkpoint without unpickling code (``weights_only=True``)."""
+def read_state_dict(path: Path, mmap: bool = False) -> tuple[dict[str, torch.Tensor], Optional[CheckpointMap]]:
+    """Load tensors from a checkpoint without unpickling code (``weights_only=True``), with the address range
+    of their memory map (None when not mapped).
+
+    ``mmap``: map the file instead of reading it (tensors are read lazily, as pages); checkpoints in torch's
+    legacy (non-zip) format cannot be mapped and are read.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state, mapped = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), mmap
+        except RuntimeError as error:
+            if not mmap or "zipfile" not in str(error):
+                raise
+            state, mapped = torch.load(path, map_location="cpu", weights_only=True), False
     except Exception as error:  # torch raises many types (UnpicklingError, RuntimeError, EOFError ...)
         raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({type(error).__name__}: {error})") from None
     for wrapper in ("state_dict", "model_state_dict", "model"):
@@ -107,7 +120,54 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a mapping of parameter names to tensors")
-    return {key[len("module."):] if key.startswith("module.") else key: value for key, value in state.items()}
+    state = {key[len("module."):] if key.startswith("module.") else key: value for key, value in state.items()}
+    return state, CheckpointMap.spanning(state.values()) if mapped else None
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_MADV_DONTNEED = 4
+
+
+@dataclass
+class CheckpointMap:
+    """The address range [start, end) of a memory-mapped checkpoint's tensors."""
+
+    start: int
+    end: int
+
+    @classmethod
+    def spanning(cls, tensors: Iterable[torch.Tensor]) -> "CheckpointMap":
+        ends = [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in tensors if t.numel()]
+        return cls(min(start for start, _ in ends), max(end for _, end in ends)) if ends else cls(0, 0)
+
+    def holds(self, tensor: torch.Tensor) -> bool:
+        """True when ``tensor``'s data lies in the map."""
+        return tensor.device.type == "cpu" and self.start <= tensor.data_ptr() < self.end
+
+    def release(self, *tensors: torch.Tensor) -> None:
+        """Let the kernel drop the resident pages spanned by those of ``tensors`` that lie in the map (Linux;
+        elsewhere a no-op). Call it for mapped tensors that are no longer used.
+
+        The pages are clean copies of the file (a private map that nobody wrote to), so they are freed at once
+        and would be read again from the file if touched. Without this, every weight read while converting a
+        model stays resident until the whole map is closed: int8 quantisation would peak at the float32 size.
+        The range is clipped to the map: on ordinary memory MADV_DONTNEED would zero live data.
+        """
+        inside = [t for t in tensors if t.numel() and self.holds(t)]
+        if inside:
+            span = CheckpointMap.spanning(inside)
+            self._release_range(span.start, span.end)
+
+    def release_all(self) -> None:
+        """Drop every resident page of the map; tensors still in use read theirs again from the file."""
+        self._release_range(self.start, self.end)
+
+    def _release_range(self, start: int, end: int) -> None:
+        page = mmap_module.PAGESIZE
+        first = -(-max(start, self.start) // page) * page  # whole pages only: neighbours may be in use
+        last = min(end, self.end) // page * page
+        if _LIBC is not None and last > first:
+            _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -138,8 +198,13 @@ def load_tokenizer(files: ModelFiles, raw_config: dict[str, Any]) -> CharTokeniz
 
 
 def load_model(model_dir: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
-               dtype: torch.dtype = torch.float32) -> Paraformer:
-    """Build a :class:`Paraformer` from a local model directory, ready for inference (eval mode)."""
+               dtype: torch.dtype = torch.float32, mmap: bool = False) -> Paraformer:
+    """Build a :class:`Paraformer` from a local model directory, ready for inference (eval mode).
+
+    ``mmap=True`` leaves the float32 CPU weights in a read-only map of ``model.pt`` instead of reading them
+    (``model.checkpoint_map`` is then set), for :func:`~.optimize.optimize_for_inference` to convert layer
+    by layer and copy out of the map: int8 never holds all float32 weights. Use it only with that call.
+    """
     files = find_model_files(model_dir)
     raw = read_yaml(files.config)
     tokenizer = load_tokenizer(files, raw)
@@ -152,12 +217,14 @@ def load_model(model_dir: Union[str, os.PathLike], device: Union[str, torch.devi
                           f"n_mels * lfr_m = {frontend.output_size}")
     with torch.device("meta"):  # no wasted random init: the checkpoint provides every tensor
         model = Paraformer(config, frontend, tokenizer)
-    state = read_state_dict(files.weights)
+    state, mapped = read_state_dict(files.weights, mmap=mmap)
     if not hasattr(model, "ctc"):
         state = {key: value for key, value in state.items() if not key.startswith("ctc.")}
     check_state_dict(model, state, files.weights)
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device=device, dtype=dtype).eval()
+    # a device or dtype conversion copies the weights out of the map; otherwise they are still views of it
+    model.checkpoint_map = mapped if mapped and mapped.holds(next(model.parameters())) else None
     logger.info("loaded %s Paraformer (%.1fM parameters) from %s", "streaming" if config.streaming else "offline",
                 model.parameter_count() / 1e6, files.root)
     return model

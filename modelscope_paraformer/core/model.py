@@ -45,6 +45,9 @@ class Transcript:
 class Paraformer(nn.Module):
     """The network plus its frontend and tokenizer; build with :func:`modelscope_paraformer.core.checkpoint.load_model`."""
 
+    checkpoint_map = None  # a CheckpointMap while weights are views of a memory-mapped model.pt (load_model(mmap=True))
+    inference_only = False  # set by optimize_for_inference: packed/quantised weights that cannot be saved
+
     def __init__(self, config: ModelConfig, frontend: Optional[Frontend] = None,
                  tokenizer: Optional[CharTokenizer] = None):
         super().__init__()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Optional
+from typing import Callable, Collection, Optional
 
 import numpy as np
 import torch
@@ -86,35 +86,31 @@ def _can_pack(model: Paraformer) -> bool:
     return True
 
 
-def _pack_linears(model: Paraformer) -> int:
-    """Replace the encoder's and decoder's ``nn.Linear`` layers by :class:`PackedLinear`; ReLUs that follow a
-    feed-forward layer's ``w_1`` are fused into it. Returns how many layers were packed."""
-    if not _can_pack(model):
-        return 0
+def _replace_linears(model: Paraformer, make: Callable[[nn.Linear, bool], nn.Module]) -> int:
+    """Replace each ``nn.Linear`` of the encoder and decoder by ``make(linear, relu)``, where ``relu`` says that
+    the new module must also apply the feed-forward ReLU that follows it (then dropped). Returns the count.
+
+    The weights of a checkpoint-mapped model are released one layer at a time, so that converting never
+    holds the old and the new weights of the whole model at once.
+    """
     fused = {id(block) for block in _feed_forward_relu_blocks(model).values()}
-    packed = 0
-    for part in (model.encoder, model.decoder):
-        for module in list(part.modules()):
-            for name, child in list(module.named_children()):
-                if type(child) is not nn.Linear:
-                    continue
-                fuse = name == "w_1" and id(module) in fused
-                setattr(module, name, PackedLinear(child, relu=fuse))
-                if fuse:
-                    module.activation = nn.Identity()
-                packed += 1
-    return packed
+    mapped = model.checkpoint_map
+    # (parent, name) pairs only: holding the old modules themselves would keep every old weight alive
+    slots = [(module, name) for part in (model.encoder, model.decoder) for module in part.modules()
+             for name, child in module.named_children() if type(child) is nn.Linear]
+    for module, name in slots:
+        linear = getattr(module, name)
+        fuse = name == "w_1" and id(module) in fused
+        setattr(module, name, make(linear, fuse))
+        if fuse:
+            module.activation = nn.Identity()
+        if mapped:
+            mapped.release(linear.weight)
+    return len(slots)
 
 
-def _to_bfloat16(model: Paraformer) -> None:
-    """Cast to bfloat16, keeping the CIF predictor in float32: it integrates hundreds of frame weights, and the
-    core runs it in the predictor's own dtype (positions are always computed in float32 by the core)."""
-    model.to(torch.bfloat16)
-    model.predictor.float()
-
-
-def _quantize_int8(model: Paraformer) -> None:
-    # the predictor stays float32: its 512->1 weights decide where tokens fire and cost little
+def _dynamic_int8(linear: nn.Linear, relu: bool) -> nn.Module:
+    """A dynamically quantised copy of ``linear`` (int8 weights, float32 in and out), fused with a ReLU."""
     # torch's x86/fbgemm dynamic int8 kernels: 2-6x faster than float32 Linear on this class of CPU, where a
     # torch._int_mm-based per-row variant measured no faster than float32. torch.ao.quantization warns that it
     # is deprecated (for torchao) but is the dependency-free option that works in every torch >= 2.1.
@@ -122,13 +118,35 @@ def _quantize_int8(model: Paraformer) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
-        quantization = torch.ao.quantization
-        # w_1 + ReLU become one quantised LinearReLU: one op less per feed-forward block
-        pairs = [[f"{name}.w_1", f"{name}.activation"] for name in _feed_forward_relu_blocks(model)]
-        quantization.fuse_modules(model, pairs, inplace=True)
-        for name in ("encoder", "decoder"):
-            quantization.quantize_dynamic(getattr(model, name), {nn.Linear, torch.ao.nn.intrinsic.LinearReLU},
-                                          dtype=torch.qint8, inplace=True)
+        linear.qconfig = torch.ao.quantization.default_dynamic_qconfig
+        source: nn.Module = torch.ao.nn.intrinsic.LinearReLU(linear, nn.ReLU()) if relu else linear
+        source.qconfig = linear.qconfig
+        target = torch.ao.nn.intrinsic.quantized.dynamic.LinearReLU if relu else torch.ao.nn.quantized.dynamic.Linear
+        return target.from_float(source)
+
+
+def _copy_tensors(model: Paraformer, dtype: Optional[torch.dtype] = None, keep_float32: str = "",
+                  skip: Collection[torch.Tensor] = ()) -> None:
+    """Cast floating parameters and buffers to ``dtype`` (except those under the ``keep_float32`` prefix) and
+    copy every tensor still in the checkpoint map but ``skip`` out of it. One tensor at a time: the map's pages
+    are released as they are copied, and once more all together at the end (reading a small tensor maps its
+    neighbours' pages too)."""
+    mapped = model.checkpoint_map
+    named = [*model.named_parameters(), *model.named_buffers()]
+    skipped = {id(tensor) for tensor in skip}
+    for name, tensor in named:
+        old = tensor.data
+        keep = not old.is_floating_point() or bool(keep_float32) and name.startswith(keep_float32)
+        target = old.dtype if dtype is None or keep else dtype
+        in_map = mapped is not None and mapped.holds(old)
+        if id(tensor) in skipped or (target == old.dtype and not in_map):
+            continue
+        tensor.data = old.to(target, copy=True)
+        if in_map:
+            mapped.release(old)
+    if mapped is not None:
+        mapped.release_all()
+        model.checkpoint_map = mapped if skipped else None
 
 
 def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Optional[str] = None,
@@ -151,14 +169,23 @@ def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Opt
         set_threads(num_threads)
     model.eval().requires_grad_(False)
     if dtype == "bf16":
-        _to_bfloat16(model)
+        # bfloat16's 8-bit mantissa would shift where the CIF predictor fires: it stays float32 (its
+        # cumulative weights grow to hundreds), and the core computes positions in float32 anyway
+        _copy_tensors(model, torch.bfloat16, keep_float32="predictor.")
     elif model.dtype != torch.float32:  # e.g. loaded with dtype=bfloat16
         model.float()
-    if quantize == "int8":
-        _quantize_int8(model)
+    elif model.checkpoint_map is not None:
+        # everything but the Linear weights out of the map now: those are converted (and released) one by one
+        _copy_tensors(model, skip=[linear.weight for part in (model.encoder, model.decoder)
+                                   for linear in part.modules() if type(linear) is nn.Linear])
+    if quantize == "int8":  # the predictor stays float32 here too: its 512->1 weights decide where tokens fire
+        _replace_linears(model, _dynamic_int8)
         model.inference_only = True
-    elif pack and _pack_linears(model):
+    elif pack and _can_pack(model):
+        _replace_linears(model, lambda linear, relu: PackedLinear(linear, relu))
         model.inference_only = True  # its state_dict lacks the packed weights: save_model_dir refuses it
+    if model.checkpoint_map is not None:
+        _copy_tensors(model)  # the rest of the weights, out of the map: nothing refers to model.pt any more
     logger.info("model ready for inference: %s%s, %d threads", dtype, " + int8" if quantize else "",
                 torch.get_num_threads())
     return model

@@ -57,8 +57,9 @@ class ParaformerForASR(TorchModel):
         of :func:`~..core.optimize.optimize_for_inference`, e.g. ``pipeline(..., quantize="int8")``."""
         target = torch_device(device)
         super().__init__(model_dir, *args, device=str(target))
-        self.paraformer: Paraformer = optimize_for_inference(load_model(model_dir, target), _dtype_name(dtype),
-                                                             quantize, num_threads)
+        # mapped, so that optimize_for_inference converts layer by layer (int8 never holds all float32 weights)
+        mapped = load_model(model_dir, target, mmap=True)
+        self.paraformer: Paraformer = optimize_for_inference(mapped, _dtype_name(dtype), quantize, num_threads)
         logger.debug("ignored model options: %s", sorted(kwargs))
 
     @property
