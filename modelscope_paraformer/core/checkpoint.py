@@ -121,24 +121,33 @@ def read_state_dict(path: Path, mmap: bool = False) -> tuple[dict[str, torch.Ten
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a mapping of parameter names to tensors")
     state = {key[len("module."):] if key.startswith("module.") else key: value for key, value in state.items()}
-    return state, CheckpointMap.spanning(state.values()) if mapped else None
+    return state, CheckpointMap(state.values()) if mapped else None
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 _MADV_DONTNEED = 4
 
 
-@dataclass
+def _span(tensors: Iterable[torch.Tensor]) -> tuple[int, int]:
+    """[start, end) addresses covering the data of ``tensors`` (all on the CPU, none empty)."""
+    bounds = [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in tensors]
+    return min(start for start, _ in bounds), max(end for _, end in bounds)
+
+
 class CheckpointMap:
-    """The address range [start, end) of a memory-mapped checkpoint's tensors."""
+    """The address range [start, end) of a memory-mapped checkpoint's tensors.
 
-    start: int
-    end: int
+    It holds one of them: every tensor of the map keeps the whole map alive, so the range cannot be unmapped
+    and reused by other memory while this object exists (releasing pages there would zero live data).
+    """
 
-    @classmethod
-    def spanning(cls, tensors: Iterable[torch.Tensor]) -> "CheckpointMap":
-        ends = [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in tensors if t.numel()]
-        return cls(min(start for start, _ in ends), max(end for _, end in ends)) if ends else cls(0, 0)
+    def __init__(self, tensors: Iterable[torch.Tensor]):
+        tensors = [t for t in tensors if t.numel()]
+        self.start, self.end = _span(tensors) if tensors else (0, 0)
+        self._anchor = tensors[0] if tensors else None
+
+    def __repr__(self) -> str:
+        return f"CheckpointMap({self.start:#x}-{self.end:#x}, {(self.end - self.start) / 2**20:.0f} MiB)"
 
     def holds(self, tensor: torch.Tensor) -> bool:
         """True when ``tensor``'s data lies in the map."""
@@ -155,8 +164,7 @@ class CheckpointMap:
         """
         inside = [t for t in tensors if t.numel() and self.holds(t)]
         if inside:
-            span = CheckpointMap.spanning(inside)
-            self._release_range(span.start, span.end)
+            self._release_range(*_span(inside))
 
     def release_all(self) -> None:
         """Drop every resident page of the map; tensors still in use read theirs again from the file."""
