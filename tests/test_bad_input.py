@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,7 +126,8 @@ def test_malformed_config_and_foreign_architecture(small_models, tmp_path):
         load_model(broken)
 
 
-def test_checkpoint_mismatch_is_reported_with_keys(small_models, tmp_path):
+@pytest.mark.parametrize("mmap", [False, True])
+def test_checkpoint_mismatch_is_reported_with_keys(small_models, tmp_path, mmap):
     broken = tmp_path / "model"
     shutil.copytree(small_models["offline"], broken)
     state = torch.load(broken / "model.pt", weights_only=True)
@@ -134,12 +136,14 @@ def test_checkpoint_mismatch_is_reported_with_keys(small_models, tmp_path):
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, broken / "model.pt")
     with pytest.raises(CheckpointError) as error:
-        load_model(broken)
+        load_model(broken, mmap=mmap)
     message = str(error.value)
     assert "decoder.output_layer.bias" in message and "extra.weight" in message and "after_norm" in message
-    (broken / "model.pt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="not a loadable"):
-        load_model(broken)
+    original = (Path(small_models["offline"]) / "model.pt").read_bytes()
+    for damaged in (b"garbage", original[: len(original) // 2]):  # not a checkpoint; truncated
+        (broken / "model.pt").write_bytes(damaged)
+        with pytest.raises(CheckpointError, match="not a loadable"):
+            load_model(broken, mmap=mmap)
 
 
 @pytest.mark.parametrize("chunk_size", [[10], [0, 10], [0, 0, 5], "abc", [0, 10.5, 5], [-1, 10, 5]])

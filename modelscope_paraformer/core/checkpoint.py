@@ -106,13 +106,15 @@ def read_state_dict(path: Path, mmap: bool = False) -> tuple[dict[str, torch.Ten
     ``mmap``: map the file instead of reading it (tensors are read lazily, as pages); checkpoints in torch's
     legacy (non-zip) format cannot be mapped and are read.
     """
-    try:
+    state, mapped = None, False
+    if mmap:
         try:
-            state, mapped = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), mmap
-        except RuntimeError as error:
-            if not mmap or "zipfile" not in str(error):
-                raise
-            state, mapped = torch.load(path, map_location="cpu", weights_only=True), False
+            state, mapped = torch.load(path, map_location="cpu", weights_only=True, mmap=True), True
+        except Exception as error:  # legacy (non-zip) format, a file system without mmap, a broken file
+            logger.debug("%s: cannot be memory-mapped (%s); reading it", path, error)
+    try:
+        if not mapped:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types (UnpicklingError, RuntimeError, EOFError ...)
         raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({type(error).__name__}: {error})") from None
     for wrapper in ("state_dict", "model_state_dict", "model"):
