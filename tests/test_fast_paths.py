@@ -14,7 +14,8 @@ import torch
 from modelscope_paraformer.core import ChunkSizeError, StreamingDecoder, load_model
 from modelscope_paraformer.core.batch_streaming import BatchedStreamer
 from modelscope_paraformer.core.checkpoint import save_model_dir
-from modelscope_paraformer.core.optimize import PackedLinear, optimize_for_inference, warm_up
+from modelscope_paraformer.core.optimize import (PACK_MIN_FLOAT32_WEIGHTS, PackedLinear, optimize_for_inference,
+                                                 warm_up)
 from modelscope_paraformer.core.segment import length_batches, split_long_audio, transcribe_long
 
 SR = 16000
@@ -39,20 +40,28 @@ def _decode(model, audio: np.ndarray):
     return StreamingDecoder(model).decode_all(audio) if model.streaming else model.transcribe([audio])[0]
 
 
+@pytest.mark.parametrize("models", ["small_models", "wide_models"])  # wide: float32 packing applies
 @pytest.mark.parametrize("variant", ["offline", "online"])
-def test_fp32_optimize_keeps_tokens(small_models, clips, variant):
-    before = [_decode(load_model(small_models[variant]), clip).token_ids for clip in clips]
-    model = optimize_for_inference(load_model(small_models[variant]), "fp32", num_threads=torch.get_num_threads())
+def test_fp32_optimize_keeps_tokens(request, clips, models, variant):
+    directory = request.getfixturevalue(models)[variant]
+    before = [_decode(load_model(directory), clip).token_ids for clip in clips]
+    model = optimize_for_inference(load_model(directory), "fp32", num_threads=torch.get_num_threads())
     warm_up(model)
     assert [_decode(model, clip).token_ids for clip in clips] == before
     assert all(before)
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN packing needs an mkldnn build")
-def test_optimize_packs_linears_and_refuses_to_save(small_models, tmp_path):
-    model = optimize_for_inference(load_model(small_models["online"]))
+def test_optimize_packs_linears_and_refuses_to_save(small_models, wide_models, tmp_path):
+    model = optimize_for_inference(load_model(wide_models["online"]))
     packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
-    assert packed and not any(type(m) is torch.nn.Linear for m in [*model.encoder.modules(), *model.decoder.modules()])
+    plain = [m for m in [*model.encoder.modules(), *model.decoder.modules()] if type(m) is torch.nn.Linear]
+    # float32 packs what gains from it: the big products, not the 512x512 ones (nor any of a 64-wide model)
+    assert packed and all(m.in_features * m.out_features >= PACK_MIN_FLOAT32_WEIGHTS for m in packed)
+    assert plain and all(m.weight.numel() < PACK_MIN_FLOAT32_WEIGHTS for m in plain)
+    bf16 = optimize_for_inference(load_model(small_models["online"]), "bf16")  # bf16 gains everywhere: all packed
+    assert not any(type(m) is torch.nn.Linear for m in [*bf16.encoder.modules(), *bf16.decoder.modules()])
+    assert not optimize_for_inference(load_model(small_models["online"])).inference_only  # nothing packed
     assert sum(m.post_op == "relu" for m in packed) == len(model.encoder.layers) + len(model.decoder.memory_layers) + 1
     x = torch.randn(2, 7, packed[0].in_features)
     reference = torch.nn.Linear(packed[0].in_features, packed[0].out_features)
