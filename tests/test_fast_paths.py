@@ -112,6 +112,13 @@ def test_checkpoint_map_releases_only_its_own_pages(small_models, tmp_path):
     assert all(torch.equal(value, reference[key]) for key, value in fallback.state_dict().items())
 
 
+def test_optimize_twice(wide_models):
+    model = optimize_for_inference(load_model(wide_models["offline"]), quantize="int8")
+    assert optimize_for_inference(model, quantize="int8", num_threads=1) is model  # the same again: nothing to do
+    with pytest.raises(ValueError, match="already optimised"):
+        optimize_for_inference(model, "bf16")
+
+
 def test_optimize_rejects_bad_options(small_models):
     model = load_model(small_models["offline"])
     with pytest.raises(ValueError):

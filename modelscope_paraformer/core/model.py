@@ -47,6 +47,7 @@ class Paraformer(nn.Module):
 
     checkpoint_map = None  # a CheckpointMap while weights are views of a memory-mapped model.pt (load_model(mmap=True))
     inference_only = False  # set by optimize_for_inference: packed/quantised weights that cannot be saved
+    optimized_for: Optional[tuple[str, Optional[str], bool]] = None  # (dtype, quantize, pack) once optimised
 
     def __init__(self, config: ModelConfig, frontend: Optional[Frontend] = None,
                  tokenizer: Optional[CharTokenizer] = None):

@@ -184,6 +184,11 @@ def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Opt
         raise ValueError("dynamic int8 quantisation runs on the CPU only")
     if num_threads is not None:
         set_threads(num_threads)
+    if model.optimized_for is not None:  # packed or quantised layers cannot be converted again
+        if model.optimized_for != (dtype, quantize, pack):
+            raise ValueError(f"this model is already optimised as {model.optimized_for} (dtype, quantize, pack); "
+                             f"load it again to optimise it as {(dtype, quantize, pack)}")
+        return model
     model.eval().requires_grad_(False)
     if dtype == "bf16":
         # bfloat16's 8-bit mantissa would shift where the CIF predictor fires: it stays float32 (its
@@ -203,6 +208,7 @@ def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Opt
         model.inference_only = _replace_linears(model, PackedLinear, _worth_packing) > 0
     if model.checkpoint_map is not None:
         _copy_tensors(model)  # the rest of the weights, out of the map: nothing refers to model.pt any more
+    model.optimized_for = (dtype, quantize, pack)
     logger.info("model ready for inference: %s%s, %d threads", dtype, " + int8" if quantize else "",
                 torch.get_num_threads())
     return model
