@@ -171,10 +171,14 @@ class ParaformerDecoder(nn.Module):
         ``cross_mask`` (batch, tokens, frames), optional, restricts which frames each token may see
         (chunk-aware training of the streaming model).
         """
-        valid = lengths_to_mask(token_lengths, token_embeddings.size(1))
-        memory_mask = lengths_to_mask(memory_lengths, memory.size(1))[:, None, :]
+        valid: Optional[torch.Tensor] = lengths_to_mask(token_lengths, token_embeddings.size(1))
+        memory_mask: Optional[torch.Tensor] = lengths_to_mask(memory_lengths, memory.size(1))[:, None, :]
         if cross_mask is not None:
             memory_mask = memory_mask & cross_mask
+        elif bool(memory_mask.all()):  # e.g. one utterance: no masking work, and the unmasked attention kernel
+            memory_mask = None
+        if bool(valid.all()):
+            valid = None
         x = token_embeddings
         for layer in [*self.memory_layers, *self.decoders3]:
             x = layer(x, valid, memory, memory_mask)
