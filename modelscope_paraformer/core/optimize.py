@@ -121,13 +121,14 @@ def _replace_linears(model: Paraformer, make: Callable[[nn.Linear, bool], nn.Mod
         setattr(module, name, make(linear, fuse))
         if fuse:
             module.activation = nn.Identity()
-        if mapped:
+        if mapped is not None:
             mapped.release(linear.weight)
     return len(slots)
 
 
 def _dynamic_int8(linear: nn.Linear, relu: bool) -> nn.Module:
-    """A dynamically quantised copy of ``linear`` (int8 weights, float32 in and out), fused with a ReLU."""
+    """A dynamically quantised copy of ``linear`` (int8 weights, float32 in and out), with the following ReLU
+    fused in when ``relu``."""
     # torch's x86/fbgemm dynamic int8 kernels: 2-6x faster than float32 Linear on this class of CPU, where a
     # torch._int_mm-based per-row variant measured no faster than float32. torch.ao.quantization warns that it
     # is deprecated (for torchao) but is the dependency-free option that works in every torch >= 2.1.
