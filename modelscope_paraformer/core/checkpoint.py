@@ -103,8 +103,8 @@ def read_state_dict(path: Path, mmap: bool = False) -> tuple[dict[str, torch.Ten
     """Load tensors from a checkpoint without unpickling code (``weights_only=True``), with the address range
     of their memory map (None when not mapped).
 
-    ``mmap``: map the file instead of reading it (tensors are read lazily, as pages); checkpoints in torch's
-    legacy (non-zip) format cannot be mapped and are read.
+    ``mmap``: map the file instead of reading it (tensors are read lazily, as pages); a file that cannot be
+    mapped (torch's legacy non-zip format, a file system without mmap) is read instead.
     """
     state, mapped = None, False
     if mmap:
