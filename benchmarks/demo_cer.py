@@ -8,6 +8,7 @@ Prints a markdown table (the one in README); the test set comes from
 from __future__ import annotations
 
 import argparse
+
 import torch
 
 from modelscope_paraformer import DEMO_MODEL_DIR
@@ -15,6 +16,7 @@ from modelscope_paraformer.core import load_model
 from modelscope_paraformer.core.optimize import optimize_for_inference
 from modelscope_paraformer.training.data import read_dataset, validate
 from modelscope_paraformer.training.trainer import evaluate_model
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -234,7 +234,7 @@ def load_model(model_dir: Union[str, os.PathLike], device: Union[str, torch.devi
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device=device, dtype=dtype).eval()
     # a device or dtype conversion copies the weights out of the map; otherwise they are still views of it
-    model.checkpoint_map = mapped if mapped and mapped.holds(next(model.parameters())) else None
+    model.checkpoint_map = mapped if mapped is not None and mapped.holds(next(model.parameters())) else None
     logger.info("loaded %s Paraformer (%.1fM parameters) from %s", "streaming" if config.streaming else "offline",
                 model.parameter_count() / 1e6, files.root)
     return model

@@ -13,7 +13,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .layers import FeedForward, LayerNorm, attend, depthwise_conv_time, lengths_to_mask, merge_heads, sinusoidal_encoding, split_heads
+from .layers import (FeedForward, LayerNorm, attend, depthwise_conv_time, lengths_to_mask, merge_heads,
+                     sinusoidal_encoding, split_heads)
 
 
 @dataclass

@@ -45,7 +45,7 @@ class Transcript:
 class Paraformer(nn.Module):
     """The network plus its frontend and tokenizer; build with :func:`modelscope_paraformer.core.checkpoint.load_model`."""
 
-    checkpoint_map = None  # a CheckpointMap while weights are views of a memory-mapped model.pt (load_model(mmap=True))
+    checkpoint_map = None  # a CheckpointMap while the weights are views of a mapped model.pt (load_model(mmap=True))
     inference_only = False  # set by optimize_for_inference: packed/quantised weights that cannot be saved
     optimized_for: Optional[tuple[str, Optional[str], bool]] = None  # (dtype, quantize, pack) once optimised
 

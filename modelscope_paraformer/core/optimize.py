@@ -1,12 +1,12 @@
 """Inference speed-ups for a loaded :class:`~.model.Paraformer`: thread control, bfloat16, dynamic int8.
 
-``fp32`` keeps the float32 weights, pre-packed for oneDNN (:class:`PackedLinear`, equal to ``nn.Linear`` up
-to float rounding), so its tokens equal those of the unoptimised model. ``bf16`` casts the network to bfloat16 (fast on CPUs with
-AVX512-BF16/AMX) but keeps the two parts that bfloat16's 8-bit mantissa breaks in float32: the
-sinusoidal positions (``sin(position * rate)`` needs more than 8 bits for positions over ~100) and the CIF
+``fp32`` keeps the float32 weights, pre-packed for oneDNN (:class:`PackedLinear`, equal to ``nn.Linear`` up to
+float rounding), so its tokens equal those of the unoptimised model. ``bf16`` casts the network to bfloat16
+(fast on CPUs with AVX512-BF16/AMX) but keeps the two parts that bfloat16's 8-bit mantissa breaks in float32:
+the sinusoidal positions (``sin(position * rate)`` needs more than 8 bits for positions over ~100) and the CIF
 predictor (its cumulative weights decide where tokens fire and grow to hundreds). ``int8`` replaces the
-encoder's and decoder's ``nn.Linear`` layers (nearly all of the compute) by dynamically quantised ones;
-the CIF predictor stays in float32 there too, as a shifted fire changes tokens.
+encoder's and decoder's ``nn.Linear`` layers (nearly all of the compute) by dynamically quantised ones; the
+CIF predictor stays in float32 there too, as a shifted fire changes tokens.
 
 Both reduced modes are approximations: tokens mostly, not always, equal the float32 ones, and with
 ``int8`` a batch may decode slightly differently from its utterances one at a time (activation scales
@@ -81,12 +81,19 @@ def _worth_packing(linear: nn.Linear) -> bool:
     return linear.weight.dtype != torch.float32 or linear.weight.numel() >= PACK_MIN_FLOAT32_WEIGHTS
 
 
-def _feed_forward_relu_blocks(model: Paraformer) -> dict[str, nn.Module]:
-    """Feed-forward blocks (by module name) whose ``w_1`` is an ``nn.Linear`` followed by an ``nn.ReLU``
-    ``activation``: the pairs that packing and int8 quantisation fuse."""
-    return {name: module for name, module in model.named_modules()
+def _feed_forward_relu_blocks(model: Paraformer) -> list[nn.Module]:
+    """Feed-forward blocks whose ``w_1`` is an ``nn.Linear`` followed by an ``nn.ReLU`` ``activation``: the pairs
+    that packing and int8 quantisation fuse."""
+    return [module for module in model.modules()
             if isinstance(getattr(module, "activation", None), nn.ReLU)
-            and isinstance(getattr(module, "w_1", None), nn.Linear)}
+            and isinstance(getattr(module, "w_1", None), nn.Linear)]
+
+
+def _encoder_decoder_linears(model: Paraformer) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute name, layer) of every plain ``nn.Linear`` in the encoder and decoder: the layers that
+    packing and quantisation convert (the CIF predictor's stay float32)."""
+    return [(module, name, child) for part in (model.encoder, model.decoder) for module in part.modules()
+            for name, child in module.named_children() if type(child) is nn.Linear]
 
 
 def _can_pack(model: Paraformer) -> bool:
@@ -110,11 +117,10 @@ def _replace_linears(model: Paraformer, make: Callable[[nn.Linear, bool], nn.Mod
     The weights of a checkpoint-mapped model are released one layer at a time, so that converting never
     holds the old and the new weights of the whole model at once.
     """
-    fused = {id(block) for block in _feed_forward_relu_blocks(model).values()}
+    fused = {id(block) for block in _feed_forward_relu_blocks(model)}
     mapped = model.checkpoint_map
     # (parent, name) pairs only: holding the old modules themselves would keep every old weight alive
-    slots = [(module, name) for part in (model.encoder, model.decoder) for module in part.modules()
-             for name, child in module.named_children() if type(child) is nn.Linear and wanted(child)]
+    slots = [(module, name) for module, name, linear in _encoder_decoder_linears(model) if wanted(linear)]
     for module, name in slots:
         linear = getattr(module, name)
         fuse = name == "w_1" and id(module) in fused
@@ -199,8 +205,7 @@ def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Opt
         model.float()
     elif model.checkpoint_map is not None:
         # everything but the Linear weights out of the map now: those are converted (and released) one by one
-        _copy_tensors(model, skip=[linear.weight for part in (model.encoder, model.decoder)
-                                   for linear in part.modules() if type(linear) is nn.Linear])
+        _copy_tensors(model, skip=[linear.weight for _, _, linear in _encoder_decoder_linears(model)])
     if quantize == "int8":  # the predictor stays float32 here too: its 512->1 weights decide where tokens fire
         _replace_linears(model, _dynamic_int8)
         model.inference_only = True
