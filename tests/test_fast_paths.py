@@ -14,8 +14,9 @@ import torch
 from modelscope_paraformer.core import ChunkSizeError, StreamingDecoder, load_model
 from modelscope_paraformer.core.batch_streaming import BatchedStreamer
 from modelscope_paraformer.core.checkpoint import save_model_dir
-from modelscope_paraformer.core.optimize import (PACK_MIN_FLOAT32_WEIGHTS, PackedLinear, optimize_for_inference,
-                                                 warm_up)
+from modelscope_paraformer.core.layers import TimeDepthwiseConv
+from modelscope_paraformer.core.optimize import (PACK_MIN_FLOAT32_WEIGHTS, PackedDepthwiseConv, PackedLinear,
+                                                 optimize_for_inference, warm_up)
 from modelscope_paraformer.core.segment import length_batches, split_long_audio, transcribe_long
 
 SR = 16000
@@ -61,7 +62,10 @@ def test_optimize_packs_linears_and_refuses_to_save(small_models, wide_models, t
     assert plain and all(m.weight.numel() < PACK_MIN_FLOAT32_WEIGHTS for m in plain)
     bf16 = optimize_for_inference(load_model(small_models["online"]), "bf16")  # bf16 gains everywhere: all packed
     assert not any(type(m) is torch.nn.Linear for m in [*bf16.encoder.modules(), *bf16.decoder.modules()])
-    assert not optimize_for_inference(load_model(small_models["online"])).inference_only  # nothing packed
+    small = optimize_for_inference(load_model(small_models["online"]))  # no Linear packed, every FSMN conv is
+    convs = [m for m in small.modules() if isinstance(m, PackedDepthwiseConv)]
+    assert small.inference_only and len(convs) == len(small.encoder.layers) + len(small.decoder.memory_layers)
+    assert not optimize_for_inference(load_model(small_models["online"]), pack=False).inference_only
     assert sum(m.post_op == "relu" for m in packed) == len(model.encoder.layers) + len(model.decoder.memory_layers) + 1
     x = torch.randn(2, 7, packed[0].in_features)
     reference = torch.nn.Linear(packed[0].in_features, packed[0].out_features)
@@ -69,6 +73,18 @@ def test_optimize_packs_linears_and_refuses_to_save(small_models, wide_models, t
     with pytest.raises(ValueError, match="optimize_for_inference"):
         save_model_dir(model, tmp_path / "out", model.config.raw)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN packing needs an mkldnn build")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_depthwise_conv_is_bit_identical(dtype):
+    conv = TimeDepthwiseConv(96, 11).to(dtype)
+    packed = PackedDepthwiseConv(conv)
+    for batch, frames, padding in [(1, 20, (5, 5)), (3, 177, (5, 5)), (2, 13, (0, 0)), (1, 4, (10, 0)), (2, 9, (7, 3))]:
+        x = torch.randn(batch, frames, 96).to(dtype)
+        expected = conv(x, padding)
+        assert expected.shape == (batch, frames + sum(padding) - 10, 96)
+        assert torch.equal(packed(x, padding), expected)
 
 
 @pytest.mark.parametrize("variant", ["offline", "online"])

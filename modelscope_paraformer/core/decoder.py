@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .layers import LayerNorm, attend, depthwise_conv_time, lengths_to_mask, merge_heads, split_heads
+from .layers import LayerNorm, TimeDepthwiseConv, attend, lengths_to_mask, merge_heads, split_heads
 
 
 class DecoderFeedForward(nn.Module):
@@ -35,7 +35,7 @@ class TokenFSMN(nn.Module):
 
     def __init__(self, size: int, kernel_size: int, shift: int = 0, dropout: float = 0.0):
         super().__init__()
-        self.fsmn_block = nn.Conv1d(size, size, kernel_size, groups=size, bias=False)
+        self.fsmn_block = TimeDepthwiseConv(size, kernel_size)
         left = (kernel_size - 1) // 2 + max(shift, 0)
         self.padding = (left, kernel_size - 1 - left)
         self.kernel_size = kernel_size
@@ -51,7 +51,7 @@ class TokenFSMN(nn.Module):
             padded = nn.functional.pad(x, (0, 0, *self.padding))
         else:  # previous context (minus its oldest frame) followed by the new tokens, as FunASR does
             padded = torch.cat([cache[:, 1:], x], dim=1)[:, -(self.kernel_size + x.size(1) - 1):]
-        memory = self.dropout(depthwise_conv_time(padded, self.fsmn_block.weight) + x)
+        memory = self.dropout(self.fsmn_block(padded) + x)
         if valid is not None:
             memory = memory * valid[:, :, None]
         return memory, padded if streaming else None

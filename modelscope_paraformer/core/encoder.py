@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .layers import (FeedForward, LayerNorm, attend, depthwise_conv_time, lengths_to_mask, merge_heads,
+from .layers import (FeedForward, LayerNorm, TimeDepthwiseConv, attend, lengths_to_mask, merge_heads,
                      sinusoidal_encoding, split_heads)
 
 
@@ -51,7 +51,7 @@ class SANMAttention(nn.Module):
         self.dropout = dropout
         self.linear_q_k_v = nn.Linear(in_size, size * 3)
         self.linear_out = nn.Linear(size, size)
-        self.fsmn_block = nn.Conv1d(size, size, kernel_size, groups=size, bias=False)
+        self.fsmn_block = TimeDepthwiseConv(size, kernel_size)
         left = (kernel_size - 1) // 2 + max(shift, 0)
         self.padding = (left, kernel_size - 1 - left)
 
@@ -59,7 +59,7 @@ class SANMAttention(nn.Module):
         """FSMN memory: depthwise conv over time plus the values themselves, zero outside ``valid``."""
         if valid is not None:
             value = value * valid[:, :, None]
-        memory = depthwise_conv_time(value, self.fsmn_block.weight, self.padding) + value
+        memory = self.fsmn_block(value, self.padding) + value
         memory = nn.functional.dropout(memory, self.dropout, self.training)
         return memory * valid[:, :, None] if valid is not None else memory
 

@@ -73,6 +73,17 @@ def depthwise_conv_time(x: torch.Tensor, weight: torch.Tensor, padding: tuple[in
     return out.squeeze(2).transpose(1, 2)
 
 
+class TimeDepthwiseConv(nn.Conv1d):
+    """FunASR's ``fsmn_block``: a depthwise ``nn.Conv1d`` without bias (same parameters, so checkpoints load),
+    called on time-major (batch, time, channels) input with a (left, right) zero ``padding``."""
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__(channels, channels, kernel_size, groups=channels, bias=False)
+
+    def forward(self, x: torch.Tensor, padding: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        return depthwise_conv_time(x, self.weight, padding)
+
+
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(batch, time, heads*d_k) -> (batch, heads, time, d_k)."""
     batch, time, size = x.shape
