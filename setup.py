@@ -21,6 +21,7 @@ setup(
         "numpy",
         "soundfile",
         "librosa",
+        "soxr>=0.3",  # librosa's resampler; used directly for stateful stream resampling
         "kaldiio",
         "kaldi-native-fbank>=1.19",
         "pyyaml",

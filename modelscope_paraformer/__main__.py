@@ -62,6 +62,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         ids = session.feed(samples[start:start + stride], is_final=final)
         elapsed = (time.perf_counter() - began) * 1000
         print(f"{start / 16000:7.2f}s  +{model.tokenizer.decode(ids):<12}  ({elapsed:.0f} ms)")
+    if session.result is None:  # no samples at all: nothing was fed
+        session.finish()
     print(session.result.text)
     return 0
 

@@ -155,3 +155,56 @@ def test_wrong_chunk_sizes(online, chunk_size):
 def test_streaming_an_offline_model_is_a_clear_error(offline):
     with pytest.raises(ChunkSizeError, match="offline"):
         StreamingDecoder(offline)
+
+
+def test_arrays_that_are_not_waveforms_are_named(speech):
+    with pytest.raises(AudioError, match="int64 samples are no PCM format"):
+        load_audio(np.round(speech * 32767).astype(np.int64))
+    with pytest.raises(AudioError, match=r"shape \(16, 16000\)"):
+        load_audio(np.zeros((16, 16000), np.float32))  # 16 "channels" or a batch: ambiguous, not averaged
+    for bad_rate in (0, -8000, "fast", 8000.5):
+        with pytest.raises(AudioError, match="fs must be a positive sample rate"):
+            load_audio(speech, fs=bad_rate)
+    assert len(load_audio(speech[:8000], fs="8000")) == 16000  # a numeric string is a rate
+
+
+def test_bytes_are_a_file_or_headerless_pcm(speech, tmp_path):
+    pcm = np.round(speech * 32767).astype("<i2")
+    assert np.allclose(load_audio(pcm.tobytes()), pcm / 32768.0)
+    assert len(load_audio(pcm.tobytes(), fs=8000)) == 2 * len(pcm)
+    assert load_audio(b"").size == 0
+    with pytest.raises(AudioError, match="odd length"):
+        load_audio(pcm.tobytes()[:-1])
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speech, 16000)
+    with pytest.raises(AudioError, match="not a readable audio file"):  # a damaged file is not read as PCM
+        load_audio(path.read_bytes()[:30])
+
+
+def test_kaldi_and_url_failures_are_audio_errors(tmp_path):
+    with pytest.raises(AudioError, match="Kaldi ark"):
+        load_audio(f"ark:{tmp_path / 'missing.ark'}:12")
+    with pytest.raises(AudioError, match="cannot download"):
+        load_audio("http://127.0.0.1:9/nothing.wav")  # the discard port: connection refused
+
+
+def test_stream_resampler_equals_whole_resampling(speech):
+    from modelscope_paraformer.core.audio import StreamResampler, resample
+
+    narrow = resample(speech, 16000, 8000)
+    resampler = StreamResampler(8000)
+    pieces = [resampler(narrow[i:i + 1234], 8000, last=i + 1234 >= len(narrow)) for i in range(0, len(narrow), 1234)]
+    whole, streamed = resample(narrow, 8000), np.concatenate(pieces)
+    assert abs(len(streamed) - len(whole)) <= 2
+    n = min(len(whole), len(streamed))
+    assert np.abs(streamed[:n] - whole[:n]).max() < 1e-3
+
+
+def test_stream_drops_special_tokens_with_their_timestamps(online):
+    from modelscope_paraformer.core.streaming import Window
+
+    session = StreamingDecoder(online, [0, 10, 5])
+    window = Window(torch.zeros(1, 15, 1), start=20, is_final=False)
+    assert session.record([7, 2, 9], [2, 5, 9], window) == [7, 9]
+    assert session.token_ids == [7, 9]
+    assert session.timestamps == [[(22 - 12) * 60, 22 * 60], [25 * 60, 29 * 60]]  # 9 starts after 2's fire (25)

@@ -239,8 +239,8 @@ def test_resolve_model_dir_stays_local(small_models, monkeypatch):
 
 
 def test_transcribe_helper(small_models, wavs):
-    (result,) = modelscope_paraformer.transcribe(str(small_models["offline"]), str(wavs[0]))
-    assert result.text == core_text(small_models["offline"], wavs[0])
+    (result,) = modelscope_paraformer.transcribe(str(small_models["offline"]), str(wavs[0]), device="gpu")
+    assert result.text == core_text(small_models["offline"], wavs[0])  # "gpu" as in pipeline(): CPU here
 
 
 def run_python(code: str, **env: str) -> str:
@@ -275,3 +275,65 @@ def test_unreachable_hub_id_is_a_clear_error():
             "except FileNotFoundError as error:\n    print(error)\n")
     out = run_python(code, MODELSCOPE_API_MAX_RETRIES="1", MODELSCOPE_DOWNLOAD_MAX_RETRIES="1")
     assert "does not exist as a local directory and could not be downloaded" in out
+
+
+def test_session_copies_the_callers_chunk(online, wavs):
+    """A chunk shorter than a stride waits in the session: reusing the caller's array must not change it."""
+    samples, piece_length = load_audio(wavs[0]), 4000
+    expected = stream(online, samples, {}, chunk=piece_length)
+    cache, text, reused = {}, "", np.empty(piece_length, np.float32)  # like an audio callback's one buffer
+    for start in range(0, len(samples), piece_length):
+        piece = samples[start:start + piece_length]
+        reused[:len(piece)] = piece
+        text += online(reused[:len(piece)], cache=cache, is_final=start + piece_length >= len(samples))[0]["text"]
+    assert expected and text == expected
+
+
+def test_streaming_other_rates_resamples_the_stream_as_a_whole(small_models, online, wavs):
+    """8 kHz chunks (fs=8000) through one stateful resampler: the text of the whole input resampled at once."""
+    import librosa
+
+    narrow = librosa.resample(load_audio(wavs[0]), orig_sr=16000, target_sr=8000)
+    expected = StreamingDecoder(load_model(small_models["online"])).decode_all(load_audio(narrow, fs=8000)).text
+    assert expected and stream(online, narrow, {}, chunk=4800, fs=8000) == expected
+    cache = {}
+    online(narrow[:4800], cache=cache, fs=8000)
+    with pytest.raises(ValueError, match="sample rate changed"):
+        online(narrow[4800:9600], cache=cache, fs=16000)
+
+
+def test_raw_pcm_bytes_stream_like_arrays(online, wavs):
+    """Headerless 16-bit PCM bytes (what FunASR reads bytes as, and websocket clients send), with an empty
+    final chunk."""
+    pcm = np.round(load_audio(wavs[0]) * 32767).astype("<i2")
+    expected = stream(online, pcm.astype(np.float32) / 32768, {})
+    cache, text = {}, ""
+    for start in range(0, len(pcm), STRIDE):
+        text += online(pcm[start:start + STRIDE].tobytes(), cache=cache)[0]["text"]
+    text += online(b"", cache=cache, is_final=True)[0]["text"]
+    assert expected and text == expected and cache == {}
+
+
+def test_result_list_answers_like_the_old_dict(offline, wavs):
+    result = offline(str(wavs[0]))
+    assert "text" in result and "nothing" not in result and result.get("text") == result["text"] == result[0]["text"]
+    assert set(result.keys()) == {"key", "text", "timestamp"} and result.get("missing", 1) == 1
+    both = offline([str(wavs[0]), str(wavs[1])])
+    with pytest.raises(KeyError, match="2 results"):
+        both.get("text")
+
+
+def test_keys_must_match_the_inputs(offline, wavs):
+    with pytest.raises(ValueError, match="1 key"):
+        offline([str(wavs[0]), str(wavs[1])], key="only-one")
+
+
+def test_cli_stream_of_an_empty_file(small_models, tmp_path, capsys):
+    import soundfile
+
+    from modelscope_paraformer.__main__ import main
+
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, np.float32), 16000)
+    assert main(["stream", str(empty), "--model", str(small_models["online"])]) == 0
+    assert capsys.readouterr().out.strip() == ""

@@ -1,8 +1,9 @@
 """Decode any supported audio input to 16 kHz mono float32 in [-1, 1].
 
-Inputs: a path, an http(s) URL, raw bytes of an audio file, a numpy array or torch tensor (1-D, or
-(samples, channels)), a Kaldi ``ark:``/``.ark:offset`` specifier (read with kaldiio), and lists and
-``wav.scp`` files of those. Every failure becomes an :class:`AudioError` that names the input.
+Inputs: a path, an http(s) URL, bytes (an audio file's, or headerless 16-bit PCM as FunASR and websocket
+clients send), a numpy array or torch tensor (1-D, or (samples, channels)), a Kaldi ``ark:``/``.ark:offset``
+specifier (read with kaldiio), and lists and ``wav.scp`` files of those. Every failure becomes an
+:class:`AudioError` that names the input.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -32,11 +33,26 @@ class Utterance:
 
     key: str
     samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE  # other rates only from iter_inputs(..., resample=False)
+
+
+def check_rate(sample_rate: Any, name: str = "fs") -> int:
+    """A sample rate as a positive int (numeric strings accepted), else :class:`AudioError`."""
+    try:
+        rate = int(sample_rate)
+    except (TypeError, ValueError):
+        rate = 0
+    if rate <= 0 or rate != float(sample_rate):
+        raise AudioError(f"{name} must be a positive sample rate in Hz, got {sample_rate!r}")
+    return rate
 
 
 def to_float32(samples: np.ndarray, name: str = "array") -> np.ndarray:
     """Scale integer PCM to [-1, 1] float32 and mix (samples, channels) down to mono."""
     samples = np.asarray(samples)
+    if samples.dtype.kind in "iu" and samples.dtype.itemsize == 8:
+        raise AudioError(f"{name}: {samples.dtype} samples are no PCM format (their full scale would make any "
+                         "speech silent); pass int16 / int32 PCM or float in [-1, 1], e.g. samples.astype(np.int16)")
     if samples.dtype.kind in "iu":
         if samples.dtype == np.uint8:  # 8-bit PCM is unsigned with 128 as silence
             samples = (samples.astype(np.float32) - 128.0) / 128.0
@@ -50,6 +66,9 @@ def to_float32(samples: np.ndarray, name: str = "array") -> np.ndarray:
         # (samples, channels) is the soundfile convention; accept (channels, samples) when obvious.
         if samples.shape[0] < samples.shape[1] and samples.shape[0] <= 8:
             samples = samples.T
+        if samples.shape[1] > 8:
+            raise AudioError(f"{name}: shape {samples.shape} is not (samples, channels) nor (channels, samples) "
+                             "with up to 8 channels; pass one 1-D waveform, or a list of them for a batch")
         samples = samples.mean(axis=1)
     elif samples.ndim != 1:
         raise AudioError(f"{name}: expected a 1-D waveform or (samples, channels), got shape {samples.shape}")
@@ -60,13 +79,49 @@ def to_float32(samples: np.ndarray, name: str = "array") -> np.ndarray:
 
 def resample(samples: np.ndarray, sample_rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
     """Resample to ``target`` Hz (librosa's soxr backend); a no-op when rates match."""
+    sample_rate = check_rate(sample_rate, "sample rate")
     if sample_rate == target or samples.size == 0:
         return samples
-    if sample_rate <= 0:
-        raise AudioError(f"invalid sample rate {sample_rate}")
     import librosa  # imported lazily: it costs ~0.5 s and most inputs are already 16 kHz
 
     return librosa.resample(samples, orig_sr=sample_rate, target_sr=target, res_type="soxr_hq").astype(np.float32)
+
+
+class StreamResampler:
+    """Resample one stream to 16 kHz chunk by chunk with a single soxr state (the same HQ filter as whole
+    files get), so that chunk edges leave no trace; the rate must not change until ``last=True``."""
+
+    def __init__(self, sample_rate: int):
+        import soxr  # librosa's own resampling backend
+
+        self.sample_rate = check_rate(sample_rate, "sample rate")
+        self._stream = soxr.ResampleStream(self.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, samples: np.ndarray, sample_rate: int, last: bool = False) -> np.ndarray:
+        if sample_rate != self.sample_rate:
+            raise AudioError(f"sample rate changed from {self.sample_rate} to {sample_rate} Hz within one stream; "
+                             "finish the utterance (is_final=True) before changing it")
+        return self._stream.resample_chunk(np.ascontiguousarray(samples, dtype=np.float32), last=last)
+
+
+# magic bytes of audio containers: bytes that start so but do not decode are a damaged file, not PCM
+_CONTAINER_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b"caff", b".snd", b"\x1aE\xdf\xa3")
+
+
+def _decode_bytes(data: bytes, fs: Optional[int], name: str) -> tuple[np.ndarray, int]:
+    """An audio file's bytes, or else headerless 16-bit little-endian PCM at ``fs`` (FunASR's reading of bytes,
+    what websocket clients stream)."""
+    if not data:
+        return np.zeros(0, np.float32), fs or SAMPLE_RATE
+    try:
+        return _decode_file_bytes(data, name)
+    except AudioError:
+        if data.startswith(_CONTAINER_MAGIC) or data[4:8] == b"ftyp":
+            raise
+    if len(data) % 2:
+        raise AudioError(f"{name}: {len(data)} bytes are neither an audio file nor 16-bit PCM (odd length)")
+    logger.debug("%s: no audio file header, read as 16-bit PCM at %d Hz", name, fs or SAMPLE_RATE)
+    return np.frombuffer(data, dtype="<i2"), fs or SAMPLE_RATE
 
 
 def _decode_file_bytes(data: Union[bytes, str, os.PathLike], name: str) -> tuple[np.ndarray, int]:
@@ -94,32 +149,38 @@ def _decode_file_bytes(data: Union[bytes, str, os.PathLike], name: str) -> tuple
 def _read_kaldi(spec: str) -> tuple[np.ndarray, int]:
     import kaldiio
 
-    value = kaldiio.load_mat(spec[4:] if spec.startswith("ark:") else spec)
+    try:
+        value = kaldiio.load_mat(spec[4:] if spec.startswith("ark:") else spec)
+    except Exception as error:  # kaldiio raises OSError, ValueError, KeyError... for a bad spec or ark
+        raise AudioError(f"{spec}: cannot read this Kaldi ark entry ({type(error).__name__}: {error})") from None
     if isinstance(value, tuple):  # wav ark entries come back as (rate, samples)
         sample_rate, samples = value
         return np.asarray(samples), int(sample_rate)
     raise AudioError(f"{spec}: holds a feature matrix, not a waveform")
 
 
-def load_audio(audio: AudioInput, fs: int | None = None, name: str | None = None) -> np.ndarray:
-    """Return 16 kHz mono float32 samples for one input.
+def decode_audio(audio: AudioInput, fs: Optional[int] = None, name: Optional[str] = None) -> tuple[np.ndarray, int]:
+    """Mono float32 samples of one input at its own sample rate, and that rate.
 
-    ``fs`` is the sample rate of a raw array or tensor (default 16000); files carry their own.
+    ``fs`` is the sample rate of a raw array, tensor or headerless PCM (default 16000); files carry their own.
     """
     name = name or (str(audio) if isinstance(audio, (str, os.PathLike)) else type(audio).__name__)
+    fs = None if fs is None else check_rate(fs)
     if hasattr(audio, "detach") and hasattr(audio, "cpu"):  # torch.Tensor without importing torch here
         audio = audio.detach().cpu().numpy()
     if isinstance(audio, np.ndarray):
-        return resample(to_float32(audio, name), fs or SAMPLE_RATE)
-    if isinstance(audio, (bytes, bytearray)):
-        if len(audio) == 0:
-            raise AudioError("empty bytes input")
-        samples, sample_rate = _decode_file_bytes(bytes(audio), name)
+        return to_float32(audio, name), fs or SAMPLE_RATE
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        samples, sample_rate = _decode_bytes(bytes(audio), fs, name)
     elif isinstance(audio, (str, os.PathLike)):
         spec = str(audio)
         if spec.startswith(("http://", "https://")):
-            with urllib.request.urlopen(spec, timeout=60) as response:  # noqa: S310 (explicit user URL)
-                samples, sample_rate = _decode_file_bytes(response.read(), spec)
+            try:
+                with urllib.request.urlopen(spec, timeout=60) as response:  # noqa: S310 (explicit user URL)
+                    data = response.read()
+            except (OSError, ValueError) as error:  # URLError, HTTPError and timeouts are OSErrors
+                raise AudioError(f"{spec}: cannot download ({error})") from None
+            samples, sample_rate = _decode_bytes(data, fs, spec)
         elif spec.startswith("ark:") or (".ark:" in spec and not os.path.exists(spec)):
             samples, sample_rate = _read_kaldi(spec)
         else:
@@ -131,7 +192,12 @@ def load_audio(audio: AudioInput, fs: int | None = None, name: str | None = None
             samples, sample_rate = _decode_file_bytes(path, spec)
     else:
         raise AudioError(f"unsupported audio input of type {type(audio).__name__}")
-    return resample(to_float32(samples, name), sample_rate)
+    return to_float32(samples, name), sample_rate
+
+
+def load_audio(audio: AudioInput, fs: Optional[int] = None, name: Optional[str] = None) -> np.ndarray:
+    """Return 16 kHz mono float32 samples for one input (see :func:`decode_audio`)."""
+    return resample(*decode_audio(audio, fs, name))
 
 
 def read_scp(path: Union[str, os.PathLike]) -> list[tuple[str, str]]:
@@ -153,13 +219,21 @@ def _is_scp(spec: Any) -> bool:
     return isinstance(spec, (str, os.PathLike)) and str(spec).endswith(".scp") and not str(spec).startswith("ark:")
 
 
-def iter_inputs(audio: Any, fs: int | None = None, keys: Sequence[str] | None = None) -> Iterator[Utterance]:
-    """Yield :class:`Utterance` for one input, a list of inputs, or a ``wav.scp`` file."""
+def iter_inputs(audio: Any, fs: Optional[int] = None, keys: Optional[Sequence[str]] = None,
+                resample_to_16k: bool = True) -> Iterator[Utterance]:
+    """Yield :class:`Utterance` for one input, a list of inputs, or a ``wav.scp`` file; at 16 kHz, or at each
+    input's own rate without ``resample_to_16k`` (a stream resamples statefully itself)."""
+    def utterance(key: str, item: Any, name: Optional[str] = None) -> Utterance:
+        samples, rate = decode_audio(item, fs, name)
+        return Utterance(key, resample(samples, rate), SAMPLE_RATE) if resample_to_16k else Utterance(key, samples, rate)
+
     if _is_scp(audio):
         for key, spec in read_scp(audio):
-            yield Utterance(key, load_audio(spec, name=f"{key} ({spec})"))
+            yield utterance(key, spec, f"{key} ({spec})")
         return
     items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+    if keys is not None and len(keys) != len(items):
+        raise AudioError(f"got {len(keys)} key(s) for {len(items)} input(s): give one key per input")
     for index, item in enumerate(items):
         if keys is not None:
             key = keys[index]
@@ -167,4 +241,4 @@ def iter_inputs(audio: Any, fs: int | None = None, keys: Sequence[str] | None = 
             key = Path(str(item)).stem or f"utt{index}"
         else:
             key = f"utt{index}" if len(items) > 1 else "utt"
-        yield Utterance(key, load_audio(item, fs=fs))
+        yield utterance(key, item)

@@ -188,7 +188,7 @@ class BatchedStreamer:
         stream = self._get(stream_id)
         if stream.final_pending:
             raise ValueError(f"stream {stream_id!r}: its final audio is not decoded yet; call step() first")
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        samples = np.array(samples, dtype=np.float32).reshape(-1)  # a copy: the caller may reuse its array
         state = stream.state
         state.buffer = np.concatenate([state.buffer, samples]) if state.buffer.size else samples
         stream.final_pending = bool(is_final)

@@ -207,9 +207,27 @@ def load_tokenizer(files: ModelFiles, raw_config: dict[str, Any]) -> CharTokeniz
     raise ModelDirError(f"{files.root}: no token list (expected tokens.json or tokens.txt)")
 
 
+def torch_device(device: Union[str, torch.device, None]) -> torch.device:
+    """ModelScope device names (``gpu``, ``gpu:1``, ``cuda``) as a torch device; CPU when CUDA is unavailable.
+
+    ``pipeline()`` passes ``gpu`` by default, also on machines without a GPU.
+    """
+    name = str(device or "cpu").lower()
+    if name.startswith("gpu"):
+        name = "cuda" + name[3:]
+    resolved = torch.device(name)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        logger.info("CUDA is not available: running Paraformer on the CPU")
+        return torch.device("cpu")
+    return resolved
+
+
 def load_model(model_dir: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
                dtype: torch.dtype = torch.float32, mmap: bool = False) -> Paraformer:
     """Build a :class:`Paraformer` from a local model directory, ready for inference (eval mode).
+
+    ``device`` takes torch and ModelScope names (``cpu``, ``cuda:0``, ``gpu``); CUDA falls back to the CPU
+    when it is unavailable.
 
     ``mmap=True`` leaves the float32 CPU weights in a read-only map of ``model.pt`` instead of reading them
     (``model.checkpoint_map`` is then set), for :func:`~.optimize.optimize_for_inference` to convert layer
@@ -232,7 +250,7 @@ def load_model(model_dir: Union[str, os.PathLike], device: Union[str, torch.devi
         state = {key: value for key, value in state.items() if not key.startswith("ctc.")}
     check_state_dict(model, state, files.weights)
     model.load_state_dict(state, strict=True, assign=True)
-    model = model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=torch_device(device), dtype=dtype).eval()
     # a device or dtype conversion copies the weights out of the map; otherwise they are still views of it
     model.checkpoint_map = mapped if mapped is not None and mapped.holds(next(model.parameters())) else None
     logger.info("loaded %s Paraformer (%.1fM parameters) from %s", "streaming" if config.streaming else "offline",

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .audio import SAMPLE_RATE, StreamResampler
 from .frontend import StreamingFrontend
 from .predictor import CifState
 from .decoder import DecoderState
@@ -74,6 +75,7 @@ class StreamingDecoder:
         left, _, look_ahead = self.chunk_size
         dim = model.encoder.output_size
         self.buffer = np.zeros(0, np.float32)
+        self.resampler: Optional[StreamResampler] = None  # for input that is not at 16 kHz
         self.frontend = StreamingFrontend(model.frontend)
         self.frames_seen = 0  # LFR frames embedded so far (position of the next frame)
         self.overlap = torch.zeros(1, left + look_ahead, model.config.input_size, dtype=model.dtype, device=model.device)
@@ -99,9 +101,18 @@ class StreamingDecoder:
         return self.model.tokenizer.decode(self.token_ids) if self.model.tokenizer else ""
 
     @torch.inference_mode()
-    def feed(self, samples: np.ndarray, is_final: bool = False) -> list[int]:
-        """Add 16 kHz float32 samples; return the token ids recognised by this call (all of them when final)."""
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    def feed(self, samples: np.ndarray, is_final: bool = False, sample_rate: int = SAMPLE_RATE) -> list[int]:
+        """Add mono float32 samples; return the token ids recognised by this call (all of them when final).
+
+        Audio at another ``sample_rate`` is resampled to 16 kHz by one stateful resampler per utterance, so
+        that chunk edges leave no trace (resampling each chunk on its own would).
+        """
+        # a copy: the caller may reuse its array (an audio callback's buffer) once this returns
+        samples = np.array(samples, dtype=np.float32).reshape(-1)
+        if sample_rate != SAMPLE_RATE or self.resampler is not None:
+            if self.resampler is None:
+                self.resampler = StreamResampler(sample_rate)
+            samples = self.resampler(samples, sample_rate, last=is_final)
         self.buffer = np.concatenate([self.buffer, samples]) if self.buffer.size else samples
         new_ids: list[int] = []
         while len(self.buffer) >= self.stride_samples or is_final:
@@ -121,7 +132,8 @@ class StreamingDecoder:
         """
         left, _, look_ahead = self.chunk_size
         last = is_final and len(self.buffer) < self.stride_samples
-        piece, self.buffer = self.buffer[:self.stride_samples], self.buffer[self.stride_samples:].copy()
+        # views, not copies: feeding a long recording at once stays linear in its length
+        piece, self.buffer = self.buffer[:self.stride_samples], self.buffer[self.stride_samples:]
         if last and len(piece) < self.model.frontend.samples_per_lfr_frame:
             # under one frame left: flush the look-ahead only (nothing at all if no audio came in; FunASR
             # would decode its all-zero initial buffer here)
@@ -139,13 +151,13 @@ class StreamingDecoder:
 
     def record(self, token_ids: Sequence[int], fire_frames: Sequence[int], window: "Window") -> list[int]:
         """Append decoded tokens (specials dropped) and their timestamps; returns the kept ids."""
-        ids = [i for i in token_ids if i > 2]  # drop <blank>, <s>, </s>
-        for fire in fire_frames:
+        ids = []
+        for token_id, fire in zip(token_ids, fire_frames):
             frame = max(0, window.start + self.chunk_size[0] + fire)
-            start = max(self.last_fire_frame, frame - 12)
-            self.timestamps.append([int(start * 60), int(frame * 60)])
+            if token_id > 2:  # <blank>, <s>, </s> are dropped with their timestamps
+                ids.append(token_id)
+                self.timestamps.append([int(max(self.last_fire_frame, frame - 12) * 60), int(frame * 60)])
             self.last_fire_frame = frame
-        self.timestamps = self.timestamps[: len(self.token_ids) + len(ids)]
         self.token_ids += ids
         return ids
 

@@ -11,6 +11,7 @@ from modelscope.models.builder import MODELS
 from modelscope.utils.constant import Tasks
 
 from ..core import Paraformer, StreamingDecoder, Transcript, load_model
+from ..core.checkpoint import torch_device
 from ..core.audio import Utterance
 from ..core.optimize import optimize_for_inference
 
@@ -18,21 +19,6 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "paraformer"
 LEGACY_MODEL_NAME = "generic-asr"  # what pre-FunASR-1.x hub repos name; modelscope no longer registers it
-
-
-def torch_device(device: Union[str, torch.device, None]) -> torch.device:
-    """ModelScope device names (``gpu``, ``gpu:1``, ``cuda``) as a torch device; CPU when CUDA is unavailable.
-
-    ``pipeline()`` passes ``gpu`` by default, also on machines without a GPU.
-    """
-    name = str(device or "cpu").lower()
-    if name.startswith("gpu"):
-        name = "cuda" + name[3:]
-    resolved = torch.device(name)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        logger.info("CUDA is not available: running Paraformer on the CPU")
-        return torch.device("cpu")
-    return resolved
 
 
 def _dtype_name(dtype: Union[str, torch.dtype]) -> str:

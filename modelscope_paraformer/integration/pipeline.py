@@ -45,14 +45,27 @@ class StreamingUnsupportedError(ValueError):
 
 
 class ResultList(list):
-    """A list of result dicts; a one-item list also answers ``result["text"]`` like the old dict results."""
+    """A list of result dicts; a one-item list also answers ``result["text"]``, ``result.get("text")`` and
+    ``"text" in result`` like the old dict results."""
+
+    def _only(self, key: str) -> dict:
+        if len(self) != 1:
+            raise KeyError(f"{key!r}: this result list holds {len(self)} results; index it by position")
+        return super().__getitem__(0)
 
     def __getitem__(self, index):
-        if isinstance(index, str):
-            if len(self) != 1:
-                raise KeyError(f"{index!r}: this result list holds {len(self)} results; index it by position")
-            return super().__getitem__(0)[index]
-        return super().__getitem__(index)
+        return self._only(index)[index] if isinstance(index, str) else super().__getitem__(index)
+
+    def __contains__(self, item) -> bool:
+        if isinstance(item, str) and len(self) == 1:
+            return item in super().__getitem__(0)
+        return super().__contains__(item)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._only(key).get(key, default)
+
+    def keys(self):
+        return self._only("keys").keys()
 
 
 def decoder_options(options: dict) -> dict:
@@ -118,7 +131,8 @@ class ParaformerASRPipeline(Pipeline):
                 f"{self.model.model_dir} is an offline Paraformer: cache / is_final / chunk_size need an online "
                 "model (the ...-online hub models); call p(audio) without them for offline recognition")
         keys = options.get("key")
-        utterances = self.preprocessor(audio, fs=options.get("fs"), keys=[keys] if isinstance(keys, str) else keys)
+        utterances = self.preprocessor(audio, fs=options.get("fs"), keys=[keys] if isinstance(keys, str) else keys,
+                                       resample_to_16k=cache is None)  # a session resamples statefully
         if cache is not None:
             return self._stream(utterances, cache, options)
         return self._decode(utterances, options)
@@ -150,10 +164,12 @@ class ParaformerASRPipeline(Pipeline):
         else:
             self._check_session(session, requested)
         before, final = session.text, bool(options.get("is_final"))
-        session.feed(chunk.samples, is_final=final)
+        try:
+            session.feed(chunk.samples, is_final=final, sample_rate=chunk.sample_rate)
+        finally:
+            if final:
+                cache.clear()  # the dict is ready for the next utterance, even after an error
         after = session.result.text if final else session.text
-        if final:
-            cache.clear()  # the dict is ready for the next utterance
         # The text difference, not decode(new ids): joining latin words adds spaces between calls.
         return ResultList([{"key": session.key, "text": after[len(before):]}])
 

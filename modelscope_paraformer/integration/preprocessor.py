@@ -24,6 +24,6 @@ class ParaformerAudioPreprocessor(Preprocessor):
         super().__init__(mode)
         self.fs = fs
 
-    def __call__(self, data: Any, fs: Optional[int] = None, keys: Optional[Sequence[str]] = None
-                 ) -> list[Utterance]:
-        return list(iter_inputs(data, fs=fs or self.fs, keys=keys))
+    def __call__(self, data: Any, fs: Optional[int] = None, keys: Optional[Sequence[str]] = None,
+                 resample_to_16k: bool = True) -> list[Utterance]:
+        return list(iter_inputs(data, fs=self.fs if fs is None else fs, keys=keys, resample_to_16k=resample_to_16k))
