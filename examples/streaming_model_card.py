@@ -1,7 +1,8 @@
 """The streaming loop of the official ModelScope model card, unchanged, running on this package.
 
-With ``audio_in=`` / ``param_dict=`` the pipeline answers like the ModelScope 1.x pipelines the card was
-written for: a dict with the text of this chunk, or an empty dict when nothing new was recognised.
+With ``audio_in=`` / ``param_dict=`` the pipeline answers a one-item list that also indexes like the dict the
+card expects: ``rec_result["text"]`` is the text this chunk added ("" when nothing new; the old pipelines
+answered ``{}`` then, so the card's loop prints a few more separating spaces here).
 
     python examples/streaming_model_card.py [--model DIR_OR_HUB_ID] [--audio examples/asr_example_zh.wav]
 """

@@ -161,7 +161,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     try:
         return args.func(args)
-    except (AudioError, CheckpointError, ModelDirError, ConfigError, ChunkSizeError, FileNotFoundError) as error:
+    except (AudioError, CheckpointError, ModelDirError, ConfigError, ChunkSizeError, FileNotFoundError,
+            ValueError) as error:  # ValueError: options that cannot work together (e.g. bf16 with int8)
         print(f"error: {error}", file=sys.stderr)
         return 2
 

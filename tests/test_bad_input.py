@@ -208,3 +208,36 @@ def test_stream_drops_special_tokens_with_their_timestamps(online):
     assert session.record([7, 2, 9], [2, 5, 9], window) == [7, 9]
     assert session.token_ids == [7, 9]
     assert session.timestamps == [[(22 - 12) * 60, 22 * 60], [25 * 60, 29 * 60]]  # 9 starts after 2's fire (25)
+
+
+@pytest.mark.parametrize("length", [9600, 9700, 96000])
+def test_no_look_ahead_flushes_without_an_empty_window(online, speech, length):
+    """chunk_size [0, 10, 0]: no overlap frames, so a final flush with under one frame left has nothing to
+    encode (it used to run the encoder on an empty window)."""
+    audio = np.tile(speech, 3)[:length]
+    whole = StreamingDecoder(online, (0, 10, 0)).decode_all(audio)
+    session = StreamingDecoder(online, (0, 10, 0))
+    for start in range(0, length, 9600):
+        session.feed(audio[start:start + 9600])
+    session.finish()
+    assert whole.token_ids and session.result.token_ids == whole.token_ids
+
+
+def test_finishing_twice_keeps_the_result(online, speech):
+    session = StreamingDecoder(online)
+    session.feed(speech, is_final=True)
+    first = session.result
+    assert first.token_ids and session.finish() == [] and session.result is first
+    session.feed(np.zeros(100, np.float32), is_final=True)  # a new (too short) utterance does replace it
+    assert session.result.token_ids == [] and session.result is not first
+
+
+def test_transcribe_takes_any_waveform_and_checks_keys(offline, online, speech):
+    for model in (offline, online):
+        expected = model.transcribe([speech])[0].token_ids
+        int16 = np.round(speech * 32767).astype(np.int16)
+        variants = [torch.from_numpy(speech), speech[:, None], np.stack([speech, speech], axis=1), int16]
+        assert all(r.token_ids == expected for r in model.transcribe(variants)[:3]) and expected
+        with pytest.raises(ValueError, match="1 key"):
+            model.transcribe([speech, speech], keys=["a"])
+    assert np.allclose(load_audio(torch.from_numpy(speech).bfloat16()), speech, atol=1e-2)

@@ -83,3 +83,19 @@ def test_streaming_tokens_match_funasr(wide_models, reference, speech, chunk_siz
             texts.append(out[0]["text"])
         got = StreamingDecoder(ours, chunk_size, 4, 1).decode_all(audio)
         assert got.token_ids == _funasr_ids("".join(texts), ours.tokenizer), f"{name} {chunk_size}"
+
+
+@pytest.mark.parametrize("look_backs", [(-1, -1), (0, 0), (1, 3)])
+def test_streaming_look_backs_match_funasr(wide_models, reference, speech, look_backs):
+    """Encoder -1 is unbounded, decoder -1 keeps nothing (FunASR caches cross-attention only for look-back > 0)."""
+    ours, (encoder_look_back, decoder_look_back) = load_model(wide_models["online"]), look_backs
+    stride, cache, texts = 9600, {}, []
+    steps = -(-len(speech) // stride)
+    for i in range(steps):
+        out = reference["online"].generate(input=speech[i * stride:(i + 1) * stride], cache=cache,
+                                           is_final=i == steps - 1, chunk_size=[0, 10, 5],
+                                           encoder_chunk_look_back=encoder_look_back,
+                                           decoder_chunk_look_back=decoder_look_back, disable_pbar=True)
+        texts.append(out[0]["text"])
+    got = StreamingDecoder(ours, [0, 10, 5], encoder_look_back, decoder_look_back).decode_all(speech)
+    assert got.token_ids == _funasr_ids("".join(texts), ours.tokenizer)

@@ -337,3 +337,33 @@ def test_cli_stream_of_an_empty_file(small_models, tmp_path, capsys):
     soundfile.write(empty, np.zeros(0, np.float32), 16000)
     assert main(["stream", str(empty), "--model", str(small_models["online"])]) == 0
     assert capsys.readouterr().out.strip() == ""
+
+
+def test_no_new_text_answers_one_empty_result_in_both_styles(online, wavs):
+    samples = load_audio(wavs[0])
+    legacy = online(audio_in=samples[:10], param_dict={"cache": {}, "is_final": False})
+    current = online(input=samples[:10], cache={}, is_final=False)
+    assert legacy == current == [{"key": "utt", "text": ""}] and legacy["text"] == ""
+
+
+def test_batch_size_is_checked(offline, wavs):
+    files = [str(w) for w in wavs]
+    assert offline(files, batch_size="2") == offline(files, batch_size=1)
+    with pytest.raises(ValueError, match="batch_size must be a number"):
+        offline(files, batch_size="two")
+
+
+def test_scp_among_other_inputs(offline, wavs, tmp_path):
+    scp = tmp_path / "more.scp"
+    scp.write_text(f"first {wavs[0]}\n")
+    results = offline([str(scp), str(wavs[1])])
+    assert [r["key"] for r in results] == ["first", wavs[1].stem]
+    assert [r["text"] for r in results] == [r["text"] for r in offline([str(wavs[0]), str(wavs[1])])]
+
+
+def test_cli_reports_option_conflicts(small_models, wavs, capsys):
+    from modelscope_paraformer.__main__ import main
+
+    assert main(["transcribe", str(wavs[0]), "--model", str(small_models["offline"]), "--dtype", "bf16",
+                 "--quantize", "int8"]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -47,6 +47,14 @@ def check_rate(sample_rate: Any, name: str = "fs") -> int:
     return rate
 
 
+def as_numpy(audio: Any) -> Any:
+    """A torch tensor (any device or float dtype, bfloat16 included) as a numpy array; anything else as is."""
+    if hasattr(audio, "detach") and hasattr(audio, "cpu"):  # torch.Tensor without importing torch here
+        tensor = audio.detach().cpu()
+        return (tensor.float() if str(tensor.dtype) == "torch.bfloat16" else tensor).numpy()
+    return audio
+
+
 def to_float32(samples: np.ndarray, name: str = "array") -> np.ndarray:
     """Scale integer PCM to [-1, 1] float32 and mix (samples, channels) down to mono."""
     samples = np.asarray(samples)
@@ -166,8 +174,7 @@ def decode_audio(audio: AudioInput, fs: Optional[int] = None, name: Optional[str
     """
     name = name or (str(audio) if isinstance(audio, (str, os.PathLike)) else type(audio).__name__)
     fs = None if fs is None else check_rate(fs)
-    if hasattr(audio, "detach") and hasattr(audio, "cpu"):  # torch.Tensor without importing torch here
-        audio = audio.detach().cpu().numpy()
+    audio = as_numpy(audio)
     if isinstance(audio, np.ndarray):
         return to_float32(audio, name), fs or SAMPLE_RATE
     if isinstance(audio, (bytes, bytearray, memoryview)):
@@ -221,20 +228,21 @@ def _is_scp(spec: Any) -> bool:
 
 def iter_inputs(audio: Any, fs: Optional[int] = None, keys: Optional[Sequence[str]] = None,
                 resample_to_16k: bool = True) -> Iterator[Utterance]:
-    """Yield :class:`Utterance` for one input, a list of inputs, or a ``wav.scp`` file; at 16 kHz, or at each
-    input's own rate without ``resample_to_16k`` (a stream resamples statefully itself)."""
+    """Yield :class:`Utterance` for one input or a list of inputs (``wav.scp`` files among them expand to their
+    entries); at 16 kHz, or at each input's own rate without ``resample_to_16k`` (a stream resamples statefully
+    itself)."""
     def utterance(key: str, item: Any, name: Optional[str] = None) -> Utterance:
         samples, rate = decode_audio(item, fs, name)
         return Utterance(key, resample(samples, rate), SAMPLE_RATE) if resample_to_16k else Utterance(key, samples, rate)
 
-    if _is_scp(audio):
-        for key, spec in read_scp(audio):
-            yield utterance(key, spec, f"{key} ({spec})")
-        return
     items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
     if keys is not None and len(keys) != len(items):
         raise AudioError(f"got {len(keys)} key(s) for {len(items)} input(s): give one key per input")
     for index, item in enumerate(items):
+        if _is_scp(item):  # its entries, under their own keys
+            for key, spec in read_scp(item):
+                yield utterance(key, spec, f"{key} ({spec})")
+            continue
         if keys is not None:
             key = keys[index]
         elif isinstance(item, (str, os.PathLike)) and not str(item).startswith("ark:"):

@@ -38,7 +38,8 @@ from torch import nn
 from .decoder import DecoderLayerState
 from .encoder import LayerCache
 from .model import Transcript
-from .streaming import DEFAULT_CHUNK_SIZE, ChunkSizeError, StreamingDecoder, check_chunk_size, Window
+from .streaming import (DEFAULT_CHUNK_SIZE, ChunkSizeError, StreamingDecoder, Window, check_chunk_size,
+                        decoder_keep_frames)
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class BatchedStreamer:
         self._encoder_group: Optional[tuple[list[_KV], list[LayerCache]]] = None
         stride = self.chunk_size[1]
         self.encoder_keep = self.encoder_look_back * stride if self.encoder_look_back > 0 else self.encoder_look_back
-        self.decoder_keep = self.decoder_look_back * stride if self.decoder_look_back > 0 else self.decoder_look_back
+        self.decoder_keep = decoder_keep_frames(self.decoder_look_back, stride)
         memory_layers = model.decoder.memory_layers
         # right padding 0 = causal FSMN over tokens (sanm_shift 5 in the streaming models): batchable
         self.batch_decoder = all(layer.self_attn is not None and layer.self_attn.padding[1] == 0

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .audio import as_numpy, to_float32
 from .config import ModelConfig
 from .decoder import ParaformerDecoder
 from .encoder import SANMEncoder
@@ -126,13 +127,17 @@ class Paraformer(nn.Module):
 
     def transcribe(self, waveforms: Sequence[np.ndarray], keys: Optional[Sequence[str]] = None,
                    batch_size: int = 8, segment_over_seconds: Optional[float] = 60.0) -> list[Transcript]:
-        """Recognise 16 kHz mono float32 waveforms; batches are formed from similar lengths.
+        """Recognise 16 kHz waveforms (float or integer PCM arrays or tensors, mono or (samples, channels));
+        batches are formed from similar lengths.
 
         Inputs longer than ``segment_over_seconds`` are cut at pauses (energy VAD) and decoded in batches, so
         memory stays bounded and attention cost does not grow with the square of the length; timestamps stay
         absolute. ``None`` decodes every input in one piece.
         """
+        waveforms = [to_float32(as_numpy(w), f"waveform {i}") for i, w in enumerate(waveforms)]  # arrays, tensors
         keys = list(keys) if keys is not None else [f"utt{i}" for i in range(len(waveforms))]
+        if len(keys) != len(waveforms):
+            raise ValueError(f"got {len(keys)} key(s) for {len(waveforms)} waveform(s): give one key per waveform")
         if self.streaming:
             from .streaming import StreamingDecoder
 

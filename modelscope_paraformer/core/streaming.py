@@ -49,6 +49,12 @@ def check_chunk_size(chunk_size: Sequence[int], encoder_look_back: int, decoder_
     return values
 
 
+def decoder_keep_frames(decoder_look_back: int, stride: int) -> int:
+    """Encoder frames that the decoder's cross-attention keeps for the next chunks. As in FunASR, only a positive
+    look-back keeps any: -1 means none there, unlike the encoder's -1 (unbounded)."""
+    return decoder_look_back * stride if decoder_look_back > 0 else 0
+
+
 class StreamingDecoder:
     """State of one stream; feed it audio with :meth:`feed`, finish with ``is_final=True`` or :meth:`finish`.
 
@@ -75,6 +81,7 @@ class StreamingDecoder:
         left, _, look_ahead = self.chunk_size
         dim = model.encoder.output_size
         self.buffer = np.zeros(0, np.float32)
+        self.samples_fed = 0  # in this utterance: none means that a final flush has nothing to finish
         self.resampler: Optional[StreamResampler] = None  # for input that is not at 16 kHz
         self.frontend = StreamingFrontend(model.frontend)
         self.frames_seen = 0  # LFR frames embedded so far (position of the next frame)
@@ -113,6 +120,10 @@ class StreamingDecoder:
             if self.resampler is None:
                 self.resampler = StreamResampler(sample_rate)
             samples = self.resampler(samples, sample_rate, last=is_final)
+        if is_final and self.samples_fed == 0 and samples.size == 0 and self.result is not None:
+            self.reset()  # finishing an idle stream again keeps the finished utterance's result
+            return []
+        self.samples_fed += samples.size
         self.buffer = np.concatenate([self.buffer, samples]) if self.buffer.size else samples
         new_ids: list[int] = []
         while len(self.buffer) >= self.stride_samples or is_final:
@@ -137,7 +148,7 @@ class StreamingDecoder:
         if last and len(piece) < self.model.frontend.samples_per_lfr_frame:
             # under one frame left: flush the look-ahead only (nothing at all if no audio came in; FunASR
             # would decode its all-zero initial buffer here)
-            window = self.overlap if self.frames_seen else None
+            window = self.overlap if self.frames_seen and self.overlap.size(1) else None
         else:
             features = self.frontend.accept(piece, is_final=last)
             if len(features) == 0 and not last:
@@ -195,8 +206,8 @@ class StreamingDecoder:
         count = int(cif.token_counts[0])
         if count < 1:
             return []
-        dec_look_back = self.decoder_look_back * stride if self.decoder_look_back > 0 else self.decoder_look_back
-        logits = model.decoder.forward_chunk(encoded, cif.embeddings[:, :count], self.decoder_state, dec_look_back)
+        keep = decoder_keep_frames(self.decoder_look_back, stride)
+        logits = model.decoder.forward_chunk(encoded, cif.embeddings[:, :count], self.decoder_state, keep)
         return self.record(logits[0].argmax(-1).tolist(), cif.fire_frames[0][:count], window)
 
 

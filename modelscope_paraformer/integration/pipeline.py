@@ -8,7 +8,9 @@ Both call styles work::
 
 The output is always a list of dicts: ``{"key", "text", "timestamp"}`` per utterance offline,
 ``[{"key", "text"}]`` with the text recognised by *this* call when streaming (a :class:`ResultList`, so the
-old model-card code ``result["text"]`` keeps working).
+old model-card code ``result["text"]`` keeps working). A streaming call that recognised nothing new answers
+``[{"key", "text": ""}]`` in both call styles (the pre-1.x pipelines answered ``{}``; code written since indexes
+``[0]["text"]``, and the model card's ``if len(rec_result) != 0`` loop works either way).
 """
 from __future__ import annotations
 
@@ -123,6 +125,12 @@ class ParaformerASRPipeline(Pipeline):
                 options.setdefault(name, options.pop(alias))
         if unknown := sorted(set(options) - KNOWN_OPTIONS):
             logger.warning("ignoring options this pipeline does not use: %s", ", ".join(unknown))
+        for name, cast in (("batch_size", int), ("batch_size_s", float)):
+            if options.get(name) is not None:
+                try:
+                    options[name] = cast(options[name])
+                except (TypeError, ValueError):
+                    raise ValueError(f"{name} must be a number, got {options[name]!r}") from None
         cache = options.get("cache")
         if cache is not None and not isinstance(cache, dict):
             raise TypeError(f"cache must be a dict that holds the streaming session, got {type(cache).__name__}")
