@@ -233,7 +233,9 @@ def iter_inputs(audio: Any, fs: Optional[int] = None, keys: Optional[Sequence[st
     itself)."""
     def utterance(key: str, item: Any, name: Optional[str] = None) -> Utterance:
         samples, rate = decode_audio(item, fs, name)
-        return Utterance(key, resample(samples, rate), SAMPLE_RATE) if resample_to_16k else Utterance(key, samples, rate)
+        if resample_to_16k:
+            return Utterance(key, resample(samples, rate), SAMPLE_RATE)
+        return Utterance(key, samples, rate)
 
     items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
     if keys is not None and len(keys) != len(items):
