@@ -367,3 +367,14 @@ def test_cli_reports_option_conflicts(small_models, wavs, capsys):
     assert main(["transcribe", str(wavs[0]), "--model", str(small_models["offline"]), "--dtype", "bf16",
                  "--quantize", "int8"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_bare_funasr_dir_with_the_pipeline_named(small_models, wavs, tmp_path):
+    """config.yaml, model.pt, am.mvn, tokens.json and no configuration.json: modelscope cannot route it by
+    itself, but naming our pipeline works."""
+    bare = tmp_path / "bare"
+    shutil.copytree(small_models["offline"], bare)
+    (bare / "configuration.json").unlink()
+    p = pipelines.pipeline(task=Tasks.auto_speech_recognition, model=str(bare), pipeline_name="paraformer-asr",
+                           device="cpu")
+    assert p(str(wavs[0]))[0]["text"] == core_text(small_models["offline"], wavs[0])

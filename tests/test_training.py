@@ -194,3 +194,44 @@ def test_kaldi_feature_arks_feed_training(small_models, tmp_path, speech):
         features, ids, key = dataset[index]
         assert torch.allclose(features, torch.from_numpy(lfr), atol=1e-4), key
     assert dataset[0][1].tolist() == [5, 6]
+
+
+@pytest.mark.parametrize("option", [{"max_epoch": 0}, {"max_epoch": "one"}, {"accum_grad": 0}, {"lr": "fast"},
+                                    {"log_interval": 0}, {"save_interval_steps": 0}, {"batch_bins": -5},
+                                    {"chunk_size": [0, 10]}, {"precision": "fp8"}])
+def test_trainer_options_are_checked_up_front(tmp_path, option):
+    with pytest.raises(ValueError, match=next(iter(option))):
+        TrainerConfig(work_dir=str(tmp_path), data_dir=str(tmp_path), **option)
+    assert TrainerConfig(work_dir=str(tmp_path), data_dir=str(tmp_path), max_epoch="2", lr="1e-4").lr == 1e-4
+
+
+def test_no_usable_utterances_is_an_error(tiny_data, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "wav.scp").write_text((tiny_data / "wav.scp").read_text().splitlines()[0] + "\n")
+    (one / "text").write_text((tiny_data / "text").read_text().splitlines()[0] + "\n")
+    trainer = ParaformerTrainer(TrainerConfig(work_dir=str(tmp_path / "exp"), data_dir=str(one),
+                                              architecture=tiny_architecture(), max_epoch=1, batch_bins=4000))
+    with pytest.raises(ValueError, match="no usable training utterances"):  # the only one is held out
+        trainer.train()
+    assert not (tmp_path / "exp" / "model").exists()
+
+
+def test_work_dir_of_another_run_is_refused(tiny_data, tmp_path):
+    def config(**changes):
+        return TrainerConfig(**{**dict(work_dir=str(tmp_path / "exp"), data_dir=str(tiny_data),
+                                       architecture=tiny_architecture(), max_epoch=1, batch_bins=4000,
+                                       extra={"progress": False}), **changes})
+
+    out = ParaformerTrainer(config()).train()
+    weights = (out / "model.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.0005 -> 0.001\)"):
+        ParaformerTrainer(config(lr=1e-3)).train()
+    assert (out / "model.pt").read_bytes() == weights  # the finished model is untouched
+    stale = tmp_path / "exp" / "checkpoints" / ".last.pt.killed"
+    stale.write_bytes(b"half a save")
+    (tmp_path / "exp" / "checkpoints" / "epoch_1.pt").write_bytes(b"damaged")
+    assert ParaformerTrainer(config()).train() == out  # same settings: re-exports, skipping the damaged epoch
+    assert not stale.exists() and load_model(out).tokenizer is not None
+    with pytest.raises(ValueError, match="cannot be used"):
+        ParaformerTrainer(config(work_dir="/proc/no-such-dir/exp"))

@@ -15,12 +15,14 @@ old model-card code ``result["text"]`` keeps working). A streaming call that rec
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from modelscope.pipelines.base import Pipeline
 from modelscope.pipelines.builder import PIPELINES
-from modelscope.utils.constant import Tasks
+from modelscope.utils.constant import Frameworks, Tasks
 
+from .. import DEMO_MODEL_DIR
 from ..core import ChunkSizeError, StreamingDecoder
 from ..core.audio import SAMPLE_RATE, Utterance
 from ..core.segment import group_by_length
@@ -104,8 +106,15 @@ class ParaformerASRPipeline(Pipeline):
         if mode == STREAMING_MODE and not model.streaming:
             raise StreamingUnsupportedError(f"mode={STREAMING_MODE!r} needs an online Paraformer, but "
                                             f"{model.model_dir} is an offline one")
+        if not (Path(model.model_dir) / "configuration.json").is_file() and "config_file" not in kwargs:
+            # modelscope's Pipeline reads configuration.json; a bare FunASR dir (config.yaml, model.pt, ...) has
+            # none: the demo model's is the same routing template
+            kwargs["config_file"] = str(DEMO_MODEL_DIR / "configuration.json")
         super().__init__(model=model, preprocessor=preprocessor or ParaformerAudioPreprocessor(model.model_dir),
                          device=device, **kwargs)
+
+    def _get_framework(self) -> str:
+        return Frameworks.torch  # always; modelscope's version reads configuration.json again
 
     def __call__(self, input: Any = None, *, audio_in: Any = None, param_dict: Optional[dict] = None,
                  **options: Any) -> ResultList:

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..core.checkpoint import atomic_write, find_model_files, load_model, save_model_dir
+from ..core.checkpoint import atomic_write, find_model_files, load_model, save_model_dir, torch_device
 from ..core.config import parse_config
 from ..core.frontend import Frontend
 from ..core.model import Paraformer
-from ..core.streaming import StreamingDecoder
+from ..core.streaming import StreamingDecoder, check_chunk_size
 from ..core.tokenizer import CharTokenizer
 from .data import FeatureDataset, Sample, bucket_batches, iterate_batches, read_dataset, validate
 from .loss import paraformer_loss
@@ -68,6 +68,48 @@ class TrainerConfig:
     log_interval: int = 20
     max_steps: Optional[int] = None  # stop early (tests, smoke runs)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Check the options up front (numeric strings accepted), not deep inside the training loop."""
+        for name, minimum in (("max_epoch", 1), ("batch_bins", 1), ("accum_grad", 1), ("save_interval_steps", 1),
+                              ("log_interval", 1), ("avg_nbest", 1), ("warmup_steps", 0), ("num_workers", 0),
+                              ("encoder_chunk_look_back", -1), ("decoder_chunk_look_back", -1)):
+            setattr(self, name, _number(name, getattr(self, name), int, minimum))
+        if self.max_steps is not None:
+            self.max_steps = _number("max_steps", self.max_steps, int, 1)
+        for name in ("lr", "grad_clip"):
+            setattr(self, name, _number(name, getattr(self, name), float, 0.0))
+            if getattr(self, name) == 0.0:
+                raise ValueError(f"{name} must be > 0")
+        if self.precision not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"precision must be fp32, fp16 or bf16, got {self.precision!r}")
+        self.chunk_size = check_chunk_size(self.chunk_size, self.encoder_chunk_look_back, self.decoder_chunk_look_back)
+
+    def run_settings(self) -> dict[str, Any]:
+        """What a checkpoint in ``work_dir`` must agree with to be resumed (not: epochs, logging, device)."""
+        keys = ("model_revision", "architecture", "batch_bins", "lr", "accum_grad", "warmup_steps", "seed", "chunk_size")
+        paths = {key: _local_path(getattr(self, key)) for key in ("data_dir", "valid_dir", "model")}
+        return _jsonable({**paths, **{key: getattr(self, key) for key in keys}})
+
+
+def _local_path(value: Any) -> Optional[str]:
+    """An existing local path made absolute (the same run from another cwd is the same run); else as given."""
+    if value is None:
+        return None
+    return str(Path(value).resolve()) if Path(value).exists() else str(value)
+
+
+def _number(name: str, value: Any, kind: type, minimum: float) -> Any:
+    """``value`` as ``kind`` (int or float) and >= ``minimum``, else a ValueError naming the option."""
+    try:
+        number = kind(value)
+        valid = not isinstance(value, bool) and float(number) == float(value)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid or number < minimum:
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {expected} >= {minimum}, got {value!r}")
+    return number
 
 
 def build_vocabulary(samples: Sequence[Sample]) -> CharTokenizer:
@@ -119,6 +161,12 @@ class ParaformerTrainer:
         self.config = config
         self.work_dir = Path(config.work_dir)
         self.checkpoint_dir = self.work_dir / "checkpoints"
+        try:  # before the model loads: an unusable work_dir should fail at once
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.checkpoint_dir, os.W_OK):
+                raise PermissionError(f"{self.checkpoint_dir} is not writable")
+        except OSError as error:
+            raise ValueError(f"work_dir {self.work_dir} cannot be used: {error}") from None
         self.rank, self.world_size = self._init_distributed()
         self.device = self._pick_device(config.device)
         self._random_seed(config.seed)
@@ -136,10 +184,11 @@ class ParaformerTrainer:
     def _pick_device(self, device: str) -> torch.device:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and self.world_size > 1:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-        return torch.device(device)
+        resolved = torch_device(device)  # an explicit "cuda" / "gpu" falls back to the CPU when CUDA is unavailable
+        if resolved.type == "cuda" and self.world_size > 1:
+            resolved = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+            torch.cuda.set_device(resolved)
+        return resolved
 
     @staticmethod
     def _random_seed(seed: int) -> None:
@@ -181,14 +230,22 @@ class ParaformerTrainer:
             torch.distributed.barrier()
 
     def split_datasets(self) -> tuple[list[Sample], list[Sample]]:
+        """Usable training and validation samples (a held-out 2 % of the training data without ``valid_dir``)."""
         c = self.config
         samples = validate(self.train_samples, self.tokenizer)
         if c.valid_dir:
-            return samples, validate(read_dataset(c.valid_dir), self.tokenizer)
-        shuffled = sorted(samples, key=lambda s: s.key)
-        random.Random(c.seed).shuffle(shuffled)
-        held_out = max(1, len(shuffled) // 50)
-        return shuffled[held_out:], shuffled[:held_out]
+            train, valid = samples, validate(read_dataset(c.valid_dir), self.tokenizer)
+        else:
+            shuffled = sorted(samples, key=lambda s: s.key)
+            random.Random(c.seed).shuffle(shuffled)
+            held_out = max(1, len(shuffled) // 50)
+            train, valid = shuffled[held_out:], shuffled[:held_out]
+        for name, kept, source in (("training", train, c.data_dir), ("validation", valid, c.valid_dir or c.data_dir)):
+            if not kept:
+                raise ValueError(f"no usable {name} utterances in {source} ({len(samples)} of "
+                                 f"{len(self.train_samples)} training rows usable; the warnings above say why rows "
+                                 "were dropped; without valid_dir at least 2 are needed, one is held out)")
+        return train, valid
 
     # ----- checkpoints -------------------------------------------------------------------------------
     def _save_state(self, path: Path, state: dict[str, Any]) -> None:
@@ -196,14 +253,28 @@ class ParaformerTrainer:
             atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def _load_resume_state(self) -> Optional[dict[str, Any]]:
+        """``last.pt`` of an earlier run of these settings in ``work_dir``; a different run is refused."""
         path = self.checkpoint_dir / "last.pt"
+        if self.rank == 0:
+            for stale in self.checkpoint_dir.glob(".*.pt.*"):  # temporaries of a save that was killed
+                stale.unlink(missing_ok=True)
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a damaged last.pt must not end the run: start over, keep the file
-            logger.warning("cannot resume from %s (%s); starting from the beginning", path, error)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a damaged last.pt must not end the run: start over, keep it aside
+            damaged = path.with_name("last.pt.damaged")
+            if self.rank == 0:
+                path.replace(damaged)
+            logger.warning("cannot resume from %s (%s; moved to %s); starting from the beginning", path, error, damaged)
             return None
+        before, now = state.get("settings"), self.config.run_settings()
+        if before is not None and before != now:
+            changed = ", ".join(f"{key}: {before.get(key)!r} -> {now[key]!r}" for key in now
+                                if before.get(key) != now[key])
+            raise ValueError(f"{self.work_dir} holds a run with other settings ({changed}); use a new work_dir, "
+                             f"or delete {self.checkpoint_dir} to start over")
+        return state
 
     # ----- training ----------------------------------------------------------------------------------
     def _autocast(self):
@@ -228,11 +299,20 @@ class ParaformerTrainer:
         step, start_epoch, skip_batches, scores = 0, 1, 0, {}
         resume = self._load_resume_state()
         if resume is not None:
-            self.model.load_state_dict(resume["model"])
-            optimizer.load_state_dict(resume["optimizer"])
+            try:
+                self.model.load_state_dict(resume["model"])
+                optimizer.load_state_dict(resume["optimizer"])
+            except (RuntimeError, KeyError, ValueError) as error:
+                raise ValueError(f"{self.checkpoint_dir / 'last.pt'} does not fit this model (another base model "
+                                 f"or architecture?); use a new work_dir: {str(error)[:300]}") from None
             step, start_epoch, skip_batches = resume["step"], resume["epoch"], resume["batches_done"]
             scores = resume.get("scores", {})
-            logger.info("resuming at epoch %d, batch %d (step %d)", start_epoch, skip_batches, step)
+            if start_epoch > c.max_epoch:
+                logger.warning("%s already holds all %d epochs: exporting its model again, no training (raise "
+                               "max_epoch to train on)", self.work_dir, c.max_epoch)
+            else:
+                logger.warning("resuming at epoch %d, batch %d (step %d) from %s", start_epoch, skip_batches, step,
+                               self.checkpoint_dir / "last.pt")
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if c.cache_features and start_epoch <= c.max_epoch:
             train_set.precompute()
@@ -296,7 +376,7 @@ class ParaformerTrainer:
 
     def _state(self, optimizer, step: int, epoch: int, batches_done: int, scores: dict) -> dict[str, Any]:
         return {"model": self._cpu_state(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
-                "batches_done": batches_done, "scores": dict(scores)}
+                "batches_done": batches_done, "scores": dict(scores), "settings": self.config.run_settings()}
 
     @torch.no_grad()
     def _valid_loss(self, valid_set: FeatureDataset) -> float:
@@ -320,11 +400,10 @@ class ParaformerTrainer:
         if self.rank == 0:
             best = sorted(scores, key=lambda epoch: scores[epoch])[: max(1, self.config.avg_nbest)]
             paths = [self.checkpoint_dir / f"epoch_{epoch}.pt" for epoch in best]
-            paths = [p for p in paths if p.is_file()] or [None]
-            if paths == [None]:
+            states = [state for state in map(self._read_epoch, paths) if state is not None]
+            if not states:
                 averaged = self._cpu_state()
             else:
-                states = [torch.load(p, map_location="cpu", weights_only=True)["model"] for p in paths]
                 averaged = {key: (sum(s[key].double() for s in states) / len(states)).to(states[0][key].dtype)
                             if states[0][key].is_floating_point() else states[0][key] for key in states[0]}
             logger.info("averaging epochs %s into %s", ", ".join(best), out)
@@ -334,6 +413,17 @@ class ParaformerTrainer:
                 indent=2, ensure_ascii=False)))
         self._barrier()
         return out
+
+    @staticmethod
+    def _read_epoch(path: Path) -> Optional[dict[str, torch.Tensor]]:
+        """An epoch checkpoint's weights; None (with a warning) if it is missing or unreadable."""
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)["model"]
+        except Exception as error:  # damaged by a crash or a full disk: average the others
+            logger.warning("skipping %s in the average: cannot read it (%s)", path, error)
+            return None
 
     # ----- evaluation --------------------------------------------------------------------------------
     def evaluate(self, data_dir: Optional[str] = None, model_dir: Optional[str] = None,
