@@ -241,3 +241,14 @@ def test_transcribe_takes_any_waveform_and_checks_keys(offline, online, speech):
         with pytest.raises(ValueError, match="1 key"):
             model.transcribe([speech, speech], keys=["a"])
     assert np.allclose(load_audio(torch.from_numpy(speech).bfloat16()), speech, atol=1e-2)
+
+
+def test_token_list_of_another_model_is_named(small_models, tmp_path):
+    import json
+
+    broken = tmp_path / "model"
+    shutil.copytree(small_models["offline"], broken)
+    tokens = json.loads((broken / "tokens.json").read_text())
+    (broken / "tokens.json").write_text(json.dumps(tokens[:-3]))
+    with pytest.raises(CheckpointError, match=f"token list has {len(tokens) - 3} tokens"):
+        load_model(broken)

@@ -193,6 +193,10 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
             if items:
                 shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
                 lines.append(f"  {title}: {shown}")
+        vocab = "decoder.output_layer.weight"
+        if vocab in state and vocab in expected and state[vocab].shape[0] != expected[vocab].shape[0]:
+            lines.append(f"  the token list has {expected[vocab].shape[0]} tokens, the checkpoint's output layer "
+                         f"{state[vocab].shape[0]}: tokens.json / tokens.txt does not belong to this model")
         raise CheckpointError("\n".join(lines))
 
 

@@ -326,6 +326,7 @@ class ParaformerTrainer:
             progress = tqdm(total=len(batches), initial=skip_batches, desc=f"epoch {epoch}",
                             disable=self.rank != 0 or not c.extra.get("progress", True), dynamic_ncols=True)
             running, started = [], time.time()
+            optimizer.zero_grad(set_to_none=True)  # a partial accumulation group of the last epoch is dropped
             for index, batch in enumerate(iterate_batches(train_set, batches[skip_batches:], c.num_workers),
                                           start=skip_batches):
                 if batch is None:
