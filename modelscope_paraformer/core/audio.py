@@ -33,7 +33,7 @@ class Utterance:
 
     key: str
     samples: np.ndarray
-    sample_rate: int = SAMPLE_RATE  # other rates only from iter_inputs(..., resample=False)
+    sample_rate: int = SAMPLE_RATE  # other rates only from iter_inputs(..., resample_to_16k=False)
 
 
 def check_rate(sample_rate: Any, name: str = "fs") -> int:
