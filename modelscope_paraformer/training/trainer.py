@@ -72,7 +72,7 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         """Check the options up front (numeric strings accepted), not deep inside the training loop."""
         for name, minimum in (("max_epoch", 1), ("batch_bins", 1), ("accum_grad", 1), ("save_interval_steps", 1),
-                              ("log_interval", 1), ("avg_nbest", 1), ("warmup_steps", 0), ("num_workers", 0),
+                              ("log_interval", 1), ("avg_nbest", 0), ("warmup_steps", 0), ("num_workers", 0),
                               ("encoder_chunk_look_back", -1), ("decoder_chunk_look_back", -1)):
             setattr(self, name, _number(name, getattr(self, name), int, minimum))
         if self.max_steps is not None:
