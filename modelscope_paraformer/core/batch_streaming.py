@@ -39,7 +39,7 @@ from .decoder import DecoderLayerState
 from .encoder import LayerCache
 from .model import Transcript
 from .streaming import (DEFAULT_CHUNK_SIZE, ChunkSizeError, StreamingDecoder, Window, check_chunk_size,
-                        decoder_keep_frames)
+                        decoder_keep_frames, encoder_keep_frames)
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class BatchedStreamer:
         # the last uniform step's per-stream caches and the batch caches they are views of (see _encode_uniform)
         self._encoder_group: Optional[tuple[list[_KV], list[LayerCache]]] = None
         stride = self.chunk_size[1]
-        self.encoder_keep = self.encoder_look_back * stride if self.encoder_look_back > 0 else self.encoder_look_back
+        self.encoder_keep = encoder_keep_frames(self.encoder_look_back, stride)
         self.decoder_keep = decoder_keep_frames(self.decoder_look_back, stride)
         memory_layers = model.decoder.memory_layers
         # right padding 0 = causal FSMN over tokens (sanm_shift 5 in the streaming models): batchable

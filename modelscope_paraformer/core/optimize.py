@@ -112,11 +112,11 @@ def _feed_forward_relu_blocks(model: Paraformer) -> list[nn.Module]:
             and isinstance(getattr(module, "w_1", None), nn.Linear)]
 
 
-def _encoder_decoder_linears(model: Paraformer) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute name, layer) of every plain ``nn.Linear`` in the encoder and decoder: the layers that
-    packing and quantisation convert (the CIF predictor's stay float32)."""
+def _encoder_decoder_layers(model: Paraformer, layer_type: type) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute name, layer) of every layer of exactly ``layer_type`` in the encoder and decoder: the
+    layers that packing and quantisation convert (the CIF predictor's stay as they are)."""
     return [(module, name, child) for part in (model.encoder, model.decoder) for module in part.modules()
-            for name, child in module.named_children() if type(child) is nn.Linear]
+            for name, child in module.named_children() if type(child) is layer_type]
 
 
 def _can_pack(model: Paraformer) -> bool:
@@ -127,7 +127,7 @@ def _can_pack(model: Paraformer) -> bool:
         PackedLinear(nn.Linear(8, 8).to(model.dtype))(torch.zeros(2, 8, dtype=model.dtype))
         PackedDepthwiseConv(TimeDepthwiseConv(8, 3).to(model.dtype))(torch.zeros(1, 5, 8, dtype=model.dtype))
     except (RuntimeError, AttributeError) as error:  # op missing in this build, or CPU without the dtype
-        logger.info("oneDNN weight packing unavailable (%s); keeping nn.Linear", error)
+        logger.info("oneDNN weight packing unavailable (%s); keeping nn.Linear and the FSMN convs", error)
         return False
     return True
 
@@ -144,7 +144,7 @@ def _replace_linears(model: Paraformer, make: Callable[[nn.Linear, bool], nn.Mod
     fused = {id(block) for block in _feed_forward_relu_blocks(model)}
     mapped = model.checkpoint_map
     # (parent, name) pairs only: holding the old modules themselves would keep every old weight alive
-    slots = [(module, name) for module, name, linear in _encoder_decoder_linears(model) if wanted(linear)]
+    slots = [(module, name) for module, name, linear in _encoder_decoder_layers(model, nn.Linear) if wanted(linear)]
     for module, name in slots:
         linear = getattr(module, name)
         fuse = name == "w_1" and id(module) in fused
@@ -158,8 +158,7 @@ def _replace_linears(model: Paraformer, make: Callable[[nn.Linear, bool], nn.Mod
 
 def _pack_depthwise_convs(model: Paraformer) -> int:
     """Replace the FSMN convs of the encoder and decoder by :class:`PackedDepthwiseConv`; returns the count."""
-    slots = [(module, name) for part in (model.encoder, model.decoder) for module in part.modules()
-             for name, child in module.named_children() if isinstance(child, TimeDepthwiseConv)]
+    slots = [(module, name) for module, name, _ in _encoder_decoder_layers(model, TimeDepthwiseConv)]
     for module, name in slots:
         setattr(module, name, PackedDepthwiseConv(getattr(module, name)))
     return len(slots)
@@ -238,16 +237,15 @@ def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Opt
         model.float()
     elif model.checkpoint_map is not None:
         # everything but the Linear weights out of the map now: those are converted (and released) one by one
-        _copy_tensors(model, skip=[linear.weight for _, _, linear in _encoder_decoder_linears(model)])
-    can_pack = pack and _can_pack(model)
+        _copy_tensors(model, skip=[linear.weight for _, _, linear in _encoder_decoder_layers(model, nn.Linear)])
+    can_pack, converted = pack and _can_pack(model), 0
     if quantize == "int8":  # the predictor stays float32 here too: its 512->1 weights decide where tokens fire
-        _replace_linears(model, _dynamic_int8)
-        model.inference_only = True
+        converted += _replace_linears(model, _dynamic_int8)
     elif can_pack:
-        # its state_dict lacks the packed weights: save_model_dir refuses it
-        model.inference_only = _replace_linears(model, PackedLinear, _worth_packing) > 0
+        converted += _replace_linears(model, PackedLinear, _worth_packing)
     if can_pack:  # the FSMN convs keep the activations' dtype (float32 with int8) and gain at every size
-        model.inference_only = _pack_depthwise_convs(model) > 0 or model.inference_only
+        converted += _pack_depthwise_convs(model)
+    model.inference_only = converted > 0  # its state_dict lacks converted weights: save_model_dir refuses it
     if model.checkpoint_map is not None:
         _copy_tensors(model)  # the rest of the weights, out of the map: nothing refers to model.pt any more
     model.optimized_for = (dtype, quantize, pack)

@@ -49,6 +49,11 @@ def check_chunk_size(chunk_size: Sequence[int], encoder_look_back: int, decoder_
     return values
 
 
+def encoder_keep_frames(encoder_look_back: int, stride: int) -> int:
+    """Frames of earlier chunks that encoder self-attention keeps: ``look_back`` strides; 0 none; -1 all."""
+    return encoder_look_back * stride if encoder_look_back > 0 else encoder_look_back
+
+
 def decoder_keep_frames(decoder_look_back: int, stride: int) -> int:
     """Encoder frames that the decoder's cross-attention keeps for the next chunks. As in FunASR, only a positive
     look-back keeps any: -1 means none there, unlike the encoder's -1 (unbounded)."""
@@ -199,7 +204,7 @@ class StreamingDecoder:
         """Encode one window, fire CIF over its current frames, decode what fired."""
         model = self.model
         left, stride, look_ahead = self.chunk_size
-        look_back = self.encoder_look_back * stride if self.encoder_look_back > 0 else self.encoder_look_back
+        look_back = encoder_keep_frames(self.encoder_look_back, stride)
         encoded = model.encoder.forward_chunk(window.frames, None, self.encoder_caches, look_ahead, look_back)
         end = encoded.size(1) if is_final else left + stride
         cif, self.cif_state = model.predictor.forward_chunk(encoded, self.cif_state, is_final, left, end)

@@ -313,7 +313,6 @@ class ParaformerTrainer:
             else:
                 logger.warning("resuming at epoch %d, batch %d (step %d) from %s", start_epoch, skip_batches, step,
                                self.checkpoint_dir / "last.pt")
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if c.cache_features and start_epoch <= c.max_epoch:
             train_set.precompute()
             valid_set.precompute()
