@@ -22,14 +22,16 @@ DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"  # the shipped d
 
 if TYPE_CHECKING:
     from .api import transcribe
-    from .core import (AudioError, CheckpointError, ChunkSizeError, ConfigError, ModelDirError, Paraformer,
-                       StreamingDecoder, Transcript, load_audio, load_model)
+    from .core import (AudioError, BatchedStreamer, CheckpointError, ChunkSizeError, ConfigError, ModelDirError,
+                       Paraformer, ParaformerError, Recognizer, StreamingDecoder, Transcript, load_audio,
+                       load_model)
     from .hub import resolve_model_dir
 
 _EXPORTS = {
     "transcribe": ".api", "resolve_model_dir": ".hub",
-    **{name: ".core" for name in ("AudioError", "CheckpointError", "ChunkSizeError", "ConfigError", "ModelDirError",
-                                  "Paraformer", "StreamingDecoder", "Transcript", "load_audio", "load_model")},
+    **{name: ".core" for name in ("AudioError", "BatchedStreamer", "CheckpointError", "ChunkSizeError", "ConfigError",
+                                  "ModelDirError", "Paraformer", "ParaformerError", "Recognizer", "StreamingDecoder",
+                                  "Transcript", "load_audio", "load_model")},
 }
 __all__ = sorted([*_EXPORTS, "DEMO_MODEL_DIR"])
 

@@ -21,8 +21,7 @@ from . import DEMO_MODEL_DIR
 
 
 def _load(args: argparse.Namespace):
-    from .core import load_model
-    from .core.optimize import optimize_for_inference
+    from .core.loading import load_for_inference
 
     if args.model is None:
         directory = DEMO_MODEL_DIR
@@ -30,12 +29,12 @@ def _load(args: argparse.Namespace):
         from .hub import resolve_model_dir
 
         directory = resolve_model_dir(args.model, args.model_revision)
-    return optimize_for_inference(load_model(directory, mmap=True), args.dtype, args.quantize, args.num_threads)
+    return load_for_inference(directory, "cpu", args.dtype, args.quantize, args.num_threads)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from .core.audio import iter_inputs
-    from .core.streaming import StreamingDecoder
+    from .core.scheduler import StreamingDecoder
 
     model = _load(args)
     utterances = list(iter_inputs(args.audio if len(args.audio) > 1 else args.audio[0]))
@@ -50,12 +49,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     from .core.audio import load_audio
-    from .core.streaming import StreamingDecoder
+    from .core.scheduler import StreamingDecoder
 
     model = _load(args)
     samples = load_audio(args.audio)
     session = StreamingDecoder(model, args.chunk_size, args.encoder_chunk_look_back, args.decoder_chunk_look_back)
-    stride = session.stride_samples
+    stride = session.state.stride_samples
     for start in range(0, len(samples), stride):
         final = start + stride >= len(samples)
         began = time.perf_counter()
@@ -154,15 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .core.audio import AudioError
-    from .core.checkpoint import CheckpointError, ModelDirError
-    from .core.config import ConfigError
-    from .core.streaming import ChunkSizeError
+    from .core.errors import ParaformerError
 
     try:
         return args.func(args)
-    except (AudioError, CheckpointError, ModelDirError, ConfigError, ChunkSizeError, FileNotFoundError,
-            ValueError) as error:  # ValueError: options that cannot work together (e.g. bf16 with int8)
+    except (ParaformerError, FileNotFoundError, ValueError) as error:  # ValueError: e.g. bf16 with int8
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -201,10 +201,10 @@ def test_stream_resampler_equals_whole_resampling(speech):
 
 
 def test_stream_drops_special_tokens_with_their_timestamps(online):
-    from modelscope_paraformer.core.streaming import Window
+    from modelscope_paraformer.core.engine import ChunkInput
 
-    session = StreamingDecoder(online, [0, 10, 5])
-    window = Window(torch.zeros(1, 15, 1), start=20, is_final=False)
+    session = StreamingDecoder(online, [0, 10, 5]).state
+    window = ChunkInput(np.zeros((15, 1), np.float32), start=20)
     assert session.record([7, 2, 9], [2, 5, 9], window) == [7, 9]
     assert session.token_ids == [7, 9]
     assert session.timestamps == [[(22 - 12) * 60, 22 * 60], [25 * 60, 29 * 60]]  # 9 starts after 2's fire (25)

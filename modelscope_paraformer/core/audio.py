@@ -17,13 +17,15 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from .errors import ParaformerError
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 AudioInput = Any  # str | os.PathLike | bytes | np.ndarray | torch.Tensor (torch is not imported here)
 
 
-class AudioError(ValueError):
+class AudioError(ParaformerError, ValueError):
     """Raised for audio that cannot be decoded or is not a waveform."""
 
 

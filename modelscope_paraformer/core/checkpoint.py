@@ -1,8 +1,5 @@
-"""Find, validate and load a Paraformer model directory (FunASR 1.x and legacy ModelScope layouts).
+"""Load and save the PyTorch weights of a model dir (files found by :mod:`.model_dir`), memory-mapped if asked.
 
-1.x: ``config.yaml``, ``model.pt``, ``am.mvn``, ``tokens.json`` (+ ``configuration.json`` whose
-``file_path_metas`` may rename them). Legacy (revisions v1.0.x): ``model.pb``, ``tokens.txt`` or a
-``token_list`` inside ``config.yaml``, and a configuration.json with ``model.model_config.mode``.
 Weights are loaded with ``weights_only=True`` and strictly: every missing or unexpected key and every
 shape mismatch is reported in one error naming the file.
 """
@@ -15,88 +12,21 @@ import mmap as mmap_module
 import os
 import shutil
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 import torch
 
-from .config import ConfigError, parse_config, read_yaml
-from .frontend import Frontend, load_cmvn
+from .errors import ParaformerError
 from .model import Paraformer
-from .tokenizer import CharTokenizer
+from .model_dir import (CONFIGURATION_TEMPLATE, ModelDirError, ModelFiles, atomic_write, find_model_files,
+                        read_model_spec)
 
 logger = logging.getLogger(__name__)
 
 
-class ModelDirError(FileNotFoundError):
-    """A model directory is missing a file or holds an unusable one."""
-
-
-class CheckpointError(ValueError):
+class CheckpointError(ParaformerError, ValueError):
     """model.pt / model.pb does not fit the architecture in config.yaml."""
-
-
-@dataclass
-class ModelFiles:
-    """Resolved paths of one model directory."""
-
-    root: Path
-    config: Path
-    weights: Path
-    cmvn: Optional[Path]
-    tokens: Optional[Path]
-    configuration: dict[str, Any]
-
-
-def read_configuration(root: Path) -> dict[str, Any]:
-    """configuration.json as a dict ({} when absent); malformed JSON is an error."""
-    path = root / "configuration.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelDirError(f"{path}: malformed JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ModelDirError(f"{path}: expected a JSON object")
-    return data
-
-
-def _meta_path(metas: dict[str, Any], *keys: str) -> Optional[str]:
-    value: Any = metas
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value if isinstance(value, str) else None
-
-
-def find_model_files(model_dir: Union[str, os.PathLike]) -> ModelFiles:
-    """Locate the files of a model directory, preferring names given in configuration.json."""
-    root = Path(model_dir).expanduser()
-    if not root.is_dir():
-        raise ModelDirError(f"model directory not found: {model_dir}")
-    configuration = read_configuration(root)
-    metas = configuration.get("file_path_metas") or {}
-    legacy = configuration.get("model") if isinstance(configuration.get("model"), dict) else {}
-
-    def first_existing(*names: Optional[str]) -> Optional[Path]:
-        for name in names:
-            if name and (root / name).is_file():
-                return root / name
-        return None
-
-    config = first_existing(_meta_path(metas, "config"), legacy.get("am_model_config"), "config.yaml")
-    if config is None:
-        raise ModelDirError(f"{root}: config.yaml not found (the FunASR model configuration)")
-    weights = first_existing(_meta_path(metas, "init_param"), legacy.get("am_model_name"), "model.pt", "model.pb")
-    if weights is None:
-        raise ModelDirError(f"{root}: no weights found (expected model.pt, or model.pb in the legacy layout)")
-    cmvn = first_existing(_meta_path(metas, "frontend_conf", "cmvn_file"), legacy.get("mvn_file"), "am.mvn")
-    tokens = first_existing(_meta_path(metas, "tokenizer_conf", "token_list"), "tokens.json", "tokens.txt")
-    return ModelFiles(root, config, weights, cmvn, tokens, configuration)
 
 
 def read_state_dict(path: Path, mmap: bool = False) -> tuple[dict[str, torch.Tensor], Optional[CheckpointMap]]:
@@ -200,17 +130,6 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
         raise CheckpointError("\n".join(lines))
 
 
-def load_tokenizer(files: ModelFiles, raw_config: dict[str, Any]) -> CharTokenizer:
-    """tokens.json / tokens.txt, else the legacy ``token_list`` inside config.yaml."""
-    unk = (raw_config.get("tokenizer_conf") or {}).get("unk_symbol", "<unk>")
-    if files.tokens is not None:
-        return CharTokenizer.from_file(files.tokens, unk)
-    token_list = raw_config.get("token_list")
-    if isinstance(token_list, list) and token_list:
-        return CharTokenizer([str(token) for token in token_list], unk)
-    raise ModelDirError(f"{files.root}: no token list (expected tokens.json or tokens.txt)")
-
-
 def torch_device(device: Union[str, torch.device, None]) -> torch.device:
     """ModelScope device names (``gpu``, ``gpu:1``, ``cuda``) as a torch device; CPU when CUDA is unavailable.
 
@@ -238,15 +157,10 @@ def load_model(model_dir: Union[str, os.PathLike], device: Union[str, torch.devi
     by layer and copy out of the map: int8 never holds all float32 weights. Use it only with that call.
     """
     files = find_model_files(model_dir)
-    raw = read_yaml(files.config)
-    tokenizer = load_tokenizer(files, raw)
-    config = parse_config(raw, str(files.config), vocab_size=len(tokenizer))
-    if files.cmvn is None:
-        raise ModelDirError(f"{files.root}: am.mvn not found (the feature normalisation the model was trained with)")
-    frontend = Frontend(config.frontend, load_cmvn(files.cmvn))
-    if frontend.output_size != config.input_size:
-        raise ConfigError(f"{files.config}: input_size {config.input_size} but frontend_conf gives "
-                          f"n_mels * lfr_m = {frontend.output_size}")
+    if files.weights is None:
+        raise ModelDirError(f"{files.root} holds ONNX graphs, not PyTorch weights: load it with "
+                            "modelscope_paraformer.load_model (onnxruntime engine)")
+    config, frontend, tokenizer = read_model_spec(files)
     with torch.device("meta"):  # no wasted random init: the checkpoint provides every tensor
         model = Paraformer(config, frontend, tokenizer)
     state, mapped = read_state_dict(files.weights, mmap=mmap)
@@ -260,31 +174,6 @@ def load_model(model_dir: Union[str, os.PathLike], device: Union[str, torch.devi
     logger.info("loaded %s Paraformer (%.1fM parameters) from %s", "streaming" if config.streaming else "offline",
                 model.parameter_count() / 1e6, files.root)
     return model
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same directory and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; model files are meant to be shared
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-CONFIGURATION_TEMPLATE = {
-    "framework": "pytorch",
-    "task": "auto-speech-recognition",
-    "model": {"type": "paraformer"},
-    "pipeline": {"type": "paraformer-asr"},
-    "preprocessor": {"type": "paraformer-audio"},
-    "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
-                        "tokenizer_conf": {"token_list": "tokens.json"}, "frontend_conf": {"cmvn_file": "am.mvn"}},
-}
 
 
 def save_model_dir(model: Paraformer, out_dir: Union[str, os.PathLike], raw_config: dict[str, Any],

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .errors import ParaformerError
 from .frontend import FrontendConfig
 
 OFFLINE_MODELS = {"Paraformer", "paraformer", "ParaformerOffline"}
@@ -18,7 +19,7 @@ DECODERS = {"ParaformerSANMDecoder", "paraformer_decoder_sanm"}
 PREDICTORS = {"CifPredictorV2", "cif_predictor_v2"}
 
 
-class ConfigError(ValueError):
+class ConfigError(ParaformerError, ValueError):
     """config.yaml is unreadable, incomplete or names an architecture this package does not implement."""
 
 

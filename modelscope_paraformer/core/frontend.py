@@ -14,8 +14,10 @@ from typing import Optional
 
 import numpy as np
 
+from .errors import ParaformerError
 
-class CmvnError(ValueError):
+
+class CmvnError(ParaformerError, ValueError):
     """am.mvn is missing a section or has the wrong size."""
 
 

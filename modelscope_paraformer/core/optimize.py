@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable, Collection, Optional
+from typing import Any, Callable, Collection, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import load_model
 from .layers import TimeDepthwiseConv
 from .model import Paraformer
+from .model_dir import ModelFiles
 
 logger = logging.getLogger(__name__)
 
@@ -257,9 +259,19 @@ def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Opt
 def warm_up(model: Paraformer, seconds: float = 1.5) -> None:
     """Decode a little noise once, so that one-off kernel selection and allocations are not timed later."""
     noise = np.random.default_rng(0).normal(0.0, 0.01, int(seconds * 16000)).astype(np.float32)
-    if model.streaming:
-        from .streaming import StreamingDecoder
+    model.transcribe([noise, noise[: len(noise) // 2]], batch_size=2)
 
-        StreamingDecoder(model).decode_all(noise)
-    else:
-        model.transcribe([noise, noise[: len(noise) // 2]], batch_size=2)
+
+def load(files: ModelFiles, device: Any = "cpu", dtype: Optional[torch.dtype] = None, mmap: bool = False,
+         num_threads: Optional[int] = None) -> Paraformer:
+    """The torch engine's loader for :func:`~.loading.load_model`."""
+    if num_threads is not None:
+        set_threads(num_threads)
+    return load_model(files.root, device, dtype or torch.float32, mmap=mmap)
+
+
+def load_for_inference(files: ModelFiles, device: Any = "cpu", dtype: str = "fp32", quantize: Optional[str] = None,
+                       num_threads: Optional[int] = None) -> Paraformer:
+    """The torch engine's loader for :func:`~.loading.load_for_inference`: mapped, so that the conversion reads
+    the checkpoint layer by layer (int8 never holds all float32 weights)."""
+    return optimize_for_inference(load_model(files.root, device, mmap=True), dtype, quantize, num_threads)

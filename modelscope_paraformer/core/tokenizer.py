@@ -5,10 +5,12 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .errors import ParaformerError
+
 SPECIAL_TOKENS = {"<blank>", "<s>", "</s>", "<unk>", "<OOV>"}
 
 
-class TokenizerError(ValueError):
+class TokenizerError(ParaformerError, ValueError):
     """The token list is missing, empty or malformed."""
 
 

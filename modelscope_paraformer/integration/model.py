@@ -10,10 +10,11 @@ from modelscope.models.base import TorchModel
 from modelscope.models.builder import MODELS
 from modelscope.utils.constant import Tasks
 
-from ..core import Paraformer, StreamingDecoder, Transcript, load_model
-from ..core.checkpoint import torch_device
 from ..core.audio import Utterance
-from ..core.optimize import optimize_for_inference
+from ..core.checkpoint import torch_device
+from ..core.loading import load_for_inference
+from ..core.scheduler import StreamingDecoder
+from ..core.transcript import Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,8 @@ class ParaformerForASR(TorchModel):
         of :func:`~..core.optimize.optimize_for_inference`, e.g. ``pipeline(..., quantize="int8")``."""
         target = torch_device(device)
         super().__init__(model_dir, *args, device=str(target))
-        # mapped, so that optimize_for_inference converts layer by layer (int8 never holds all float32 weights)
-        mapped = load_model(model_dir, target, mmap=True)
-        self.paraformer: Paraformer = optimize_for_inference(mapped, _dtype_name(dtype), quantize, num_threads)
+        # a Paraformer (torch engine) or, for an exported dir, a Recognizer on onnxruntime: both recognise alike
+        self.paraformer = load_for_inference(model_dir, target, _dtype_name(dtype), quantize, num_threads)
         logger.debug("ignored model options: %s", sorted(kwargs))
 
     @property

@@ -25,8 +25,8 @@ from modelscope.utils.constant import Frameworks, Tasks
 from .. import DEMO_MODEL_DIR
 from ..core import ChunkSizeError, StreamingDecoder
 from ..core.audio import SAMPLE_RATE, Utterance
-from ..core.segment import group_by_length
-from ..core.streaming import check_chunk_size
+from ..core.batching import group_by_length
+from ..core.chunking import check_chunk_size
 from ..hub import resolve_model_dir
 from .model import ParaformerForASR
 from .preprocessor import ParaformerAudioPreprocessor

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from modelscope.pipelines import builder
 from modelscope.utils.constant import Tasks
 
-from ..core.checkpoint import ModelDirError, find_model_files
+from ..core.model_dir import ModelDirError, find_model_files
 from ..core.config import OFFLINE_MODELS, STREAMING_MODELS, ConfigError, read_yaml
 from .pipeline import PIPELINE_NAME
 

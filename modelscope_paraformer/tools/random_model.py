@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..core.checkpoint import CONFIGURATION_TEMPLATE, atomic_write
+from ..core.model_dir import CONFIGURATION_TEMPLATE, atomic_write
 from ..core.config import parse_config
 from ..core.model import Paraformer
 from ..core.tokenizer import CharTokenizer

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ..core.layers import lengths_to_mask
-from ..core.model import EOS_ID, Paraformer
+from ..core.model import Paraformer
+from ..core.transcript import EOS_ID
 from ..core.predictor import integrate_and_fire
 
 IGNORE_ID = -1

@@ -24,11 +24,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..core.checkpoint import atomic_write, find_model_files, load_model, save_model_dir, torch_device
+from ..core.checkpoint import load_model, save_model_dir, torch_device
+from ..core.chunking import check_chunk_size
 from ..core.config import parse_config
 from ..core.frontend import Frontend
 from ..core.model import Paraformer
-from ..core.streaming import StreamingDecoder, check_chunk_size
+from ..core.model_dir import atomic_write, find_model_files
+from ..core.scheduler import StreamingDecoder
 from ..core.tokenizer import CharTokenizer
 from .data import FeatureDataset, Sample, bucket_batches, iterate_batches, read_dataset, validate
 from .loss import paraformer_loss
@@ -435,7 +437,7 @@ class ParaformerTrainer:
         return evaluate_model(model, samples, chunk_size).as_dict()
 
 
-def evaluate_model(model: Paraformer, samples: Sequence[Sample], chunk_size: Optional[Sequence[int]] = (0, 10, 5),
+def evaluate_model(model: Any, samples: Sequence[Sample], chunk_size: Optional[Sequence[int]] = (0, 10, 5),
                    batch_size: int = 16) -> CerReport:
     """Decode ``samples``, score them and time the decoding (``report.rtf``).
 
@@ -445,7 +447,6 @@ def evaluate_model(model: Paraformer, samples: Sequence[Sample], chunk_size: Opt
     from ..core.audio import load_audio
 
     report = CerReport()
-    model.eval()
     for start in tqdm(range(0, len(samples), batch_size), desc="decoding", leave=False):
         batch = samples[start:start + batch_size]
         audio = [load_audio(sample.source) for sample in batch]

@@ -1,4 +1,4 @@
-"""Long audio: cut at pauses found by a small energy VAD, decode the pieces in batches, join the results.
+"""Energy VAD for long audio: where to cut a recording so that each piece is short and starts at a pause.
 
 The VAD works on 10 ms frames: log energy, a noise floor that follows the quietest stretches of the
 surrounding seconds, "speech" where the energy is ``margin_db`` above the floor, widened by a hangover
@@ -6,21 +6,15 @@ so that the short dips inside words are not pauses. As with a VAD front end, eve
 segment and the silence inside it is not decoded (models trained on utterances hallucinate less, and
 silence costs nothing); a stretch longer than ``max_seconds`` is cut at the quietest frame of its best
 shorter pause (long pauses, 0.5 s and over counting as equal, late in the window: few cuts), and where
-there is no pause at all at the quietest frame of the window's last seconds. Only one batch of
-features exists at a time, so memory does not grow with the input beyond the waveform itself.
+there is no pause at all at the quietest frame of the window's last seconds.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-logger = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 FRAME = 160  # 10 ms
 LONG_PAUSE_FRAMES = 50  # a pause this long is a clear phrase boundary; longer ones are no better cuts
 
@@ -158,78 +152,3 @@ def split_long_audio(samples: np.ndarray, max_seconds: float = 20.0, min_seconds
               for piece in _split_region(pauses, energy, start, end, max(1, int(max_seconds * 100)),
                                          int(min_seconds * 100), int(force_search_seconds * 100))]
     return [(start * FRAME, min(total, end * FRAME)) for start, end in frames if start * FRAME < total]
-
-
-def transcribe_long(model, samples: np.ndarray, key: str = "utt", batch_size: int = 8, max_seconds: float = 20.0,
-                    segments: Optional[list[tuple[int, int]]] = None):
-    """Recognise a long waveform segment by segment; one :class:`~.model.Transcript` with absolute timestamps.
-
-    Offline models decode length-sorted batches of segments; streaming models stream every segment
-    (batched with :class:`~.batch_streaming.BatchedStreamer`, token-identical to one at a time).
-    """
-    from .model import Transcript
-
-    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-    segments = split_long_audio(samples, max_seconds) if segments is None else segments
-    logger.debug("%s: %d segments", key, len(segments))
-    decode = _decode_streaming if model.streaming else _decode_offline
-    pieces = decode(model, samples, segments, max(1, batch_size))
-    token_ids = [i for piece in pieces for i in piece.token_ids]
-    timestamps = [stamp for piece in pieces for stamp in piece.timestamps]
-    text = model.tokenizer.decode(token_ids) if model.tokenizer is not None else ""
-    return Transcript(key, text, token_ids, timestamps)
-
-
-def group_by_length(lengths: Sequence[int], fits: Callable[[list[int]], bool]) -> list[list[int]]:
-    """Indices in length order, each appended to the last batch while ``fits(batch + [index])`` holds (the
-    candidate batch's last index is its longest), else starting a new batch. Shared by every batching policy."""
-    batches: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if batches and fits(batches[-1] + [index]):
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
-
-
-def length_batches(lengths: list[int], batch_size: int, max_padding: float = 0.2) -> list[list[int]]:
-    """Indices in length order, grouped into batches of at most ``batch_size`` whose padding stays under
-    ``max_padding`` of the computed frames (on a CPU, padding costs more than batching saves)."""
-    def fits(batch: list[int]) -> bool:
-        padded = lengths[batch[-1]] * len(batch)
-        return len(batch) <= batch_size and padded - sum(lengths[i] for i in batch) <= max_padding * padded
-
-    return group_by_length(lengths, fits)
-
-
-def _decode_offline(model, samples: np.ndarray, segments: list[tuple[int, int]], batch_size: int) -> list:
-    """Length-sorted batches through ``recognize_features``; results in time order."""
-    results: list = [None] * len(segments)
-    for batch in length_batches([end - start for start, end in segments], batch_size):
-        features, lengths = model.features([samples[segments[i][0]:segments[i][1]] for i in batch])
-        offsets = [segments[i][0] * 1000.0 / SAMPLE_RATE for i in batch]
-        for i, transcript in zip(batch, model.recognize_features(features, lengths, [f"seg{i}" for i in batch],
-                                                                 offsets)):
-            results[i] = transcript
-    return results
-
-
-def _decode_streaming(model, samples: np.ndarray, segments: list[tuple[int, int]], batch_size: int) -> list:
-    """Each segment as one stream, ``batch_size`` streams at a time; timestamps shifted to absolute."""
-    from .batch_streaming import BatchedStreamer
-
-    order = sorted(range(len(segments)), key=lambda i: segments[i][1] - segments[i][0])
-    results: list = [None] * len(segments)
-    for first in range(0, len(order), batch_size):  # ragged lengths cost nothing here: finished streams leave
-        streamer = BatchedStreamer(model)
-        batch = order[first:first + batch_size]
-        for i in batch:
-            streamer.open(i)
-            streamer.feed(i, samples[segments[i][0]:segments[i][1]], is_final=True)
-        streamer.run_until_idle()
-        for i in batch:
-            transcript = streamer.close(i)
-            offset = int(round(segments[i][0] * 1000 / SAMPLE_RATE))
-            transcript.timestamps = [[start + offset, end + offset] for start, end in transcript.timestamps]
-            results[i] = transcript
-    return results

@@ -1,0 +1,1 @@
+"""Engines: the network computations behind :mod:`..engine`'s interface (torch; onnxruntime, which needs no torch)."""
