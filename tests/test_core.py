@@ -75,8 +75,16 @@ def test_offline_timestamps_are_ordered_and_inside_audio(small_models, speech):
 
 
 def test_online_model_decodes_whole_file_offline(small_models, speech):
+    """A whole file given to an online model is decoded chunk by chunk, as if streamed in any pieces."""
     model = load_model(small_models["online"])
-    assert model.transcribe([speech])[0].token_ids == StreamingDecoder(model).decode_all(speech).token_ids
+    whole = model.transcribe([speech])[0]
+    session = StreamingDecoder(model)
+    for start in range(0, len(speech), 4321):  # pieces that do not align with the 9600-sample strides
+        session.feed(speech[start:start + 4321])
+    session.finish()
+    assert whole.token_ids == session.result.token_ids and whole.timestamps == session.result.timestamps
+    ends = [end for _, end in whole.timestamps]
+    assert whole.token_ids and ends == sorted(ends) and ends[-1] <= len(speech) / 16 + 300
 
 
 def test_tokenizer_join_and_unknown():

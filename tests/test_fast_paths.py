@@ -5,6 +5,7 @@ make token ids sensitive to the smallest numeric change, so equality here is a s
 """
 from __future__ import annotations
 
+import difflib
 import shutil
 
 import numpy as np
@@ -91,9 +92,14 @@ def test_packed_depthwise_conv_is_bit_identical(dtype):
 @pytest.mark.parametrize("variant", ["offline", "online"])
 @pytest.mark.parametrize("mode", [{"dtype": "bf16"}, {"quantize": "int8"}])
 def test_reduced_precision_decodes(small_models, clips, variant, mode):
+    """bf16 / int8 are approximations: bounded, not exact, agreement with float32 (measured on these models:
+    token-sequence similarity 0.88-1.0 per clip)."""
+    reference = [_decode(load_model(small_models[variant]), clip).token_ids for clip in clips]
     model = optimize_for_inference(load_model(small_models[variant]), **mode)
-    results = [_decode(model, clip) for clip in clips]
-    assert all(result.text for result in results)
+    results = [_decode(model, clip).token_ids for clip in clips]
+    similarity = [difflib.SequenceMatcher(None, a, b).ratio() for a, b in zip(reference, results)]
+    assert min(similarity) >= 0.8 and all(abs(len(a) - len(b)) <= 0.15 * len(a) for a, b in zip(reference, results))
+    assert model.optimized_for == (mode.get("dtype", "fp32"), mode.get("quantize"), True)
     if mode.get("dtype") == "bf16":
         assert model.dtype == torch.bfloat16
 
@@ -284,4 +290,32 @@ def test_pipeline_selects_fast_paths(small_models, speech):
 
     for options in ({"quantize": "int8"}, {"dtype": "bf16"}):
         asr = pipeline(task=Tasks.auto_speech_recognition, model=str(small_models["offline"]), **options)
-        assert isinstance(asr(speech)[0]["text"], str)
+        assert asr.model.paraformer.optimized_for == (options.get("dtype", "fp32"), options.get("quantize"), True)
+        expected = optimize_for_inference(load_model(small_models["offline"]), **options).transcribe([speech])[0]
+        assert asr(speech)[0]["text"] == expected.text and expected.text
+
+
+def test_batched_streams_at_any_rate_equal_single_sessions(small_models, speech):
+    """8, 44.1 and 48 kHz streams stepped together: each is resampled by its own stateful filter, and decodes as
+    it does alone (a session given the whole file at that rate), whatever the feed sizes."""
+    import librosa
+
+    model = load_model(small_models["online"])
+    audios = {rate: librosa.resample(speech, orig_sr=SR, target_sr=rate) for rate in (8000, 44100, 48000)}
+    expected = {rate: StreamingDecoder(model).decode_all(audio, sample_rate=rate) for rate, audio in audios.items()}
+    streamer = BatchedStreamer(model)
+    for rate in audios:
+        streamer.open(rate)
+    pieces = {8000: 1000, 44100: 7777, 48000: 4800}
+    offsets = dict.fromkeys(audios, 0)
+    while any(offsets[rate] < len(audio) for rate, audio in audios.items()):
+        for rate, audio in audios.items():
+            if offsets[rate] < len(audio):
+                end = offsets[rate] + pieces[rate]
+                streamer.feed(rate, audio[offsets[rate]:end], is_final=end >= len(audio), sample_rate=rate)
+                offsets[rate] = end
+        streamer.run_until_idle()
+    for rate in audios:
+        result = streamer.result(rate)
+        assert result.token_ids == expected[rate].token_ids and result.timestamps == expected[rate].timestamps
+    assert all(e.token_ids for e in expected.values())

@@ -1,6 +1,7 @@
 """Training: loss parity with funasr, data validation, a tiny run end to end, resume after kill -9, DDP."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -10,12 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 import torch
 import yaml
 
-from modelscope_paraformer.core import load_model
+from modelscope_paraformer.core import StreamingDecoder, load_audio, load_model
 from modelscope_paraformer.tools.train_demo import demo_architecture
 from modelscope_paraformer.training.data import read_dataset, validate
 from modelscope_paraformer.training.loss import paraformer_loss
@@ -71,10 +73,48 @@ def test_loss_equals_funasr(small_models, speech):
 def test_streaming_loss_trains_through_chunks(small_models, speech):
     model = load_model(small_models["online"]).train()
     features, lengths = model.features([speech, speech[:30000]])
-    out = paraformer_loss(model, features, lengths, [torch.tensor([5, 6, 7]), torch.tensor([8, 9])])
+    targets = [torch.tensor([5, 6, 7]), torch.tensor([8, 9])]
+    out = paraformer_loss(model, features, lengths, targets, sampling_ratio=0.0)
     out.loss.backward()
-    assert torch.isfinite(out.loss)
     assert model.encoder.encoders[0].self_attn.linear_q_k_v.weight.grad.abs().sum() > 0
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    optimizer.step()
+    after = paraformer_loss(model, features, lengths, targets, sampling_ratio=0.0)
+    assert after.loss.item() < out.loss.item()  # one step down the gradient lowers the loss: it trains
+
+
+@pytest.mark.parametrize("chunk_size", [(0, 10, 5), (5, 10, 5), (0, 8, 4)])
+@pytest.mark.parametrize("look_backs", [(4, 1), (-1, -1), (0, 0), (1, 2)])
+def test_training_windows_equal_streaming_encoder(small_models, speech, chunk_size, look_backs):
+    """The chunked encoder that training runs gives each frame the hidden state and CIF weight that streaming
+    inference gives it, for every look-back (the decoder mask keeps what the streaming cache keeps)."""
+    from modelscope_paraformer.core.chunking import ChunkConfig
+    from modelscope_paraformer.core.engine import ChunkInput
+    from modelscope_paraformer.core.engines.torch_engine import TorchEngine
+    from modelscope_paraformer.training.loss import chunked_encode, decoder_cross_mask
+
+    model = load_model(small_models["online"])
+    chunk = ChunkConfig.create(chunk_size, *look_backs)
+    features = model.frontend(speech[:50000])  # 52 frames: ragged against every stride
+    hidden, alphas, *_ = chunked_encode(model, torch.from_numpy(features)[None], torch.tensor([len(features)]), chunk)
+    engine, cache, streamed_hidden, streamed_alphas = TorchEngine(model), None, [], []
+    padded = np.concatenate([np.zeros((chunk.overlap, features.shape[1]), np.float32), features])
+    for start in range(0, len(features), chunk.stride):
+        window = padded[start:start + chunk.overlap + chunk.stride]
+        (encoded,), (cache,) = engine.encode_chunks([ChunkInput(window, start - chunk.overlap)], [cache], chunk)
+        final = start + chunk.stride >= len(features)
+        end = len(window) if final else chunk.left + chunk.stride
+        streamed_hidden.append(encoded.hidden[chunk.left:end])
+        streamed_alphas.append(encoded.alphas[chunk.left:end])
+    expected_hidden, expected_alphas = np.concatenate(streamed_hidden), np.concatenate(streamed_alphas)
+    count = len(expected_alphas)
+    np.testing.assert_allclose(hidden[0, :count].detach().numpy(), expected_hidden, atol=2e-5)
+    np.testing.assert_allclose(alphas[0, :count].detach().numpy(), expected_alphas, atol=2e-6)
+    assert float(alphas[0, count:].detach().abs().sum()) == 0.0  # frames after the last window own nothing
+    # a token of window 2 sees its window and exactly the decoder_keep_frames before it
+    width = chunk.window
+    mask = decoder_cross_mask([[2 * chunk.stride]], 1, chunk, width, [5], torch.ones(1, 6 * width, dtype=torch.bool))
+    assert int(mask.sum()) == width + min(chunk.decoder_keep_frames, 2 * width)
 
 
 def test_bad_rows_are_reported_and_skipped(tmp_path, caplog):
@@ -107,8 +147,12 @@ def test_train_from_scratch_then_pipeline_loads_it(tiny_data, tmp_path):
         assert (out / name).is_file(), name
     model = load_model(out)
     assert model.streaming and set(EXAMPLE_TEXT) <= set(model.tokenizer.tokens)
+    losses = json.loads((out / "training.json").read_text())["valid_loss"]
+    assert losses["2"] < losses["1"]  # it learned: the held-out loss fell from the first epoch to the second
     report = trainer.evaluate(data_dir=str(tiny_data))
-    assert 0.0 <= report["cer"] and report["utterances"] == 8
+    assert report["utterances"] == 8 and report["reference_chars"] == 8 * len(EXAMPLE_TEXT)
+    errors = report["substitutions"] + report["insertions"] + report["deletions"]
+    assert report["cer"] == pytest.approx(errors / report["reference_chars"]) and errors > 0
 
     from modelscope.pipelines import pipeline
     from modelscope.utils.constant import Tasks
@@ -116,7 +160,8 @@ def test_train_from_scratch_then_pipeline_loads_it(tiny_data, tmp_path):
     import modelscope_paraformer  # noqa: F401  (registers the classes)
 
     asr = pipeline(task=Tasks.auto_speech_recognition, model=str(out))
-    assert isinstance(asr(str(EXAMPLE_WAV))[0]["text"], str)
+    expected = StreamingDecoder(model).decode_all(load_audio(EXAMPLE_WAV)).text
+    assert asr(str(EXAMPLE_WAV))[0]["text"] == expected
 
 
 def test_build_trainer_finetunes_and_keeps_vocabulary(tiny_data, tmp_path):
@@ -131,7 +176,10 @@ def test_build_trainer_finetunes_and_keeps_vocabulary(tiny_data, tmp_path):
         lr=1e-4, extra={"progress": False}))
     out = Path(trainer.train())
     assert load_model(out).tokenizer.tokens == load_model(first).tokenizer.tokens
-    assert "cer" in trainer.evaluate(str(out))
+    report = trainer.evaluate(str(out))
+    assert report["utterances"] == 8 and report["reference_chars"] == 8 * len(EXAMPLE_TEXT)
+    before, after = (torch.load(d / "model.pt", weights_only=True) for d in (first, out))
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
 
 
 def _train_command(data: Path, work: Path, *extra: str) -> list[str]:

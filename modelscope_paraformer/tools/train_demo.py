@@ -48,6 +48,7 @@ def calibrate_tail_threshold(model_dir: Path, samples, grid=tuple(i / 20 for i i
 
     from ..core.audio import load_audio
     from ..core.checkpoint import load_model
+    from ..core.chunking import ChunkConfig
     from ..training.loss import chunked_encode
 
     model = load_model(model_dir)
@@ -55,7 +56,7 @@ def calibrate_tail_threshold(model_dir: Path, samples, grid=tuple(i / 20 for i i
     with torch.inference_mode():
         for sample in samples:
             features, lengths = model.features([load_audio(sample.source)])
-            _, alphas, *_ = chunked_encode(model, features, lengths, (0, 10, 5), 4, 1)
+            _, alphas, *_ = chunked_encode(model, features, lengths, ChunkConfig.create((0, 10, 5), 4, 1))
             sums.append(float(alphas.sum()))
             targets.append(len(sample.text.replace(" ", "")) + 1)
 

@@ -2,8 +2,9 @@
 
 The offline model follows FunASR's ``Paraformer.forward`` term for term (the loss equals it for the same
 weights and batch with the sampler off). The streaming model is trained through the very chunked
-encoder used at inference (windows, overlap, look-back caches), and its decoder sees each token's own
-window plus ``decoder_chunk_look_back`` chunks, so training and streaming decoding match by construction.
+encoder used at inference (windows, overlap, look-back caches: one :class:`~..core.chunking.ChunkConfig`), and
+its decoder sees each token's own window plus the frames the streaming decoder's cross-attention keeps
+(``decoder_keep_frames``: none for a look-back of 0 or -1), so training and streaming decoding match.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..core.chunking import ChunkConfig
 from ..core.layers import lengths_to_mask
 from ..core.model import Paraformer
 from ..core.transcript import EOS_ID
@@ -74,14 +76,13 @@ def glancing_sample(model: Paraformer, memory: torch.Tensor, memory_lengths: tor
     return mixed * valid[:, :, None]
 
 
-def chunked_encode(model: Paraformer, features: torch.Tensor, lengths: torch.Tensor, chunk_size: Sequence[int],
-                   encoder_look_back: int, decoder_look_back: int):
+def chunked_encode(model: Paraformer, features: torch.Tensor, lengths: torch.Tensor, chunk: ChunkConfig):
     """Run the streaming encoder over a padded batch exactly as inference does, window by window.
 
     Returns the hidden states and CIF weights of the frames each window owns (batch, frames, dim), their
-    lengths, the decoder memory (all windows side by side), and per-frame window indices.
+    lengths, the decoder memory (all windows side by side), its validity and the window width.
     """
-    left, stride, look_ahead = chunk_size
+    left, stride, look_ahead = chunk.chunk_size
     batch, frames, _ = features.shape
     x = model.encoder.embed(features)
     overlap = left + look_ahead
@@ -91,7 +92,7 @@ def chunked_encode(model: Paraformer, features: torch.Tensor, lengths: torch.Ten
     windows = max(1, -(-int(lengths.max()) // stride))
     width = overlap + stride
     caches: list = [None] * len(model.encoder.layers)
-    look_back = encoder_look_back * stride if encoder_look_back > 0 else encoder_look_back
+    look_back = chunk.encoder_keep_frames
     last_window = (lengths + stride - 1) // stride - 1  # index of each utterance's final window
     # CIF runs over window frames from ``left`` on: each window owns ``stride`` of them, the final one also
     # its look-ahead (inference flushes it); windows after an utterance's final one own nothing
@@ -104,7 +105,8 @@ def chunked_encode(model: Paraformer, features: torch.Tensor, lengths: torch.Ten
         window_valid = valid[:, k * stride: k * stride + width]
         encoded = model.encoder.forward_chunk(x[:, k * stride: k * stride + width], window_valid, caches,
                                               look_ahead, look_back)
-        weights = model.predictor.frame_weights(encoded) * window_valid
+        # padding zeroed first: at inference the predictor's conv sees zeros after a stream's last frame
+        weights = model.predictor.frame_weights(encoded * window_valid[:, :, None]) * window_valid
         owned = ((positions[None, :] < stride) | (last_window[:, None] == k)) & (last_window[:, None] >= k)
         span = slice(k * stride, k * stride + width - left)
         hidden[:, span] += encoded[:, left:] * owned[:, :, None]
@@ -114,12 +116,13 @@ def chunked_encode(model: Paraformer, features: torch.Tensor, lengths: torch.Ten
     return hidden, alphas, lengths + look_ahead, torch.cat(memories, dim=1), torch.cat(memory_valid, dim=1), width
 
 
-def decoder_cross_mask(fire_frames: list[list[int]], tokens: int, stride: int, width: int, last_windows: list[int],
-                       decoder_look_back: int, memory_valid: torch.Tensor) -> torch.Tensor:
-    """(batch, tokens, memory) mask: a token sees its firing window and the last look-back frames before it."""
+def decoder_cross_mask(fire_frames: list[list[int]], tokens: int, chunk: ChunkConfig, width: int,
+                       last_windows: list[int], memory_valid: torch.Tensor) -> torch.Tensor:
+    """(batch, tokens, memory) mask: a token sees its firing window and the frames before it that the streaming
+    decoder's cross-attention cache holds (``chunk.decoder_keep_frames``)."""
     batch, memory_length = memory_valid.shape
     mask = torch.zeros(batch, tokens, memory_length, dtype=torch.bool, device=memory_valid.device)
-    keep = decoder_look_back * stride if decoder_look_back > 0 else (memory_length if decoder_look_back < 0 else 0)
+    keep, stride = chunk.decoder_keep_frames, chunk.stride
     for row in range(batch):
         fires = fire_frames[row]
         for token in range(tokens):
@@ -143,14 +146,14 @@ def paraformer_loss(model: Paraformer, features: torch.Tensor, feature_lengths: 
     ys, ys_lengths = ys.to(device), ys_lengths.to(device)
     cross_mask = None
     if model.streaming:
-        hidden, alphas, cif_lengths, memory, memory_valid, width = chunked_encode(
-            model, features, feature_lengths, chunk_size, encoder_look_back, decoder_look_back)
+        chunk = ChunkConfig.create(chunk_size, encoder_look_back, decoder_look_back)
+        hidden, alphas, cif_lengths, memory, memory_valid, width = chunked_encode(model, features, feature_lengths,
+                                                                                  chunk)
         token_counts = alphas.sum(-1)
         scaled = alphas * (ys_lengths / token_counts.clamp(min=1e-8))[:, None]
         acoustic, _, fires = integrate_and_fire(hidden, scaled, model.predictor.threshold, int(ys_lengths.max()))
-        last_windows = ((feature_lengths + chunk_size[1] - 1) // chunk_size[1] - 1).tolist()
-        cross_mask = decoder_cross_mask(fires, ys.size(1), chunk_size[1], width, last_windows,
-                                        decoder_look_back, memory_valid)
+        last_windows = ((feature_lengths + chunk.stride - 1) // chunk.stride - 1).tolist()
+        cross_mask = decoder_cross_mask(fires, ys.size(1), chunk, width, last_windows, memory_valid)
         memory_lengths = torch.full_like(feature_lengths, memory.size(1))
         encoded, encoded_lengths = hidden, cif_lengths
     else:
