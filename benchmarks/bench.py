@@ -9,7 +9,7 @@ more subprocess holding both systems, whose calls take turns (offline inputs up 
 and streaming): this shared VM's speed drifts by +-20 % over minutes, so runs made minutes apart moved the
 10 s ratio between 0.94x and 1.05x. This process only orchestrates and prints.
 Measured: import and load time, peak RSS (``ru_maxrss`` of a child that imports, loads and decodes
-10 s), offline RTF per duration (whole input as funasr does, and ours through :func:`transcribe_long`:
+10 s), offline RTF per duration (whole input as funasr does, and ours through :meth:`Recognizer.transcribe_long`:
 VAD segments in length-sorted batches), streaming RTF and per-chunk compute latency for 600 and 480 ms chunks, the
 number of concurrent real-time 600 ms streams served with every chunk answered within 600 ms (ours:
 the batched scheduler; funasr: one stream after the other, its streaming batch size being 1), token
@@ -150,7 +150,6 @@ def worker_rss(config: dict) -> dict:
     else:
         from modelscope_paraformer.core import load_model
         from modelscope_paraformer.core.optimize import optimize_for_inference
-        from modelscope_paraformer.core.segment import transcribe_long
     imported = time.perf_counter()
     audio = make_audio(10)
     if config["system"] == "funasr":
@@ -163,7 +162,7 @@ def worker_rss(config: dict) -> dict:
         model = optimize_for_inference(load_model(config["offline"], mmap=True), num_threads=config["threads"],
                                        **options)
         loaded = time.perf_counter()
-        transcribe_long(model, audio)
+        model.recognizer.transcribe_long(audio)
     done = time.perf_counter()
     return {"import_s": imported - start, "load_s": loaded - imported, "first_result_s": done - loaded}
 
@@ -203,8 +202,6 @@ def ours_model(path: str, threads: int, **options):
 def worker_paired(config: dict) -> dict:
     """funasr and our fp32 side by side in one process, their calls alternated: offline RTF (inputs up to
     ``funasr_max_seconds``) and streaming latency, the rows whose ratios matter."""
-    from modelscope_paraformer.core.segment import transcribe_long
-
     threads = config["threads"]
     funasr, ours = {"offline": {}, "streaming": {}}, {"offline": {}, "streaming": {}}
     theirs, mine = funasr_model(config["offline"], threads), ours_model(config["offline"], threads)
@@ -215,7 +212,7 @@ def worker_paired(config: dict) -> dict:
         audio = make_audio(seconds)
         best = alternated({"funasr": lambda: theirs.generate(input=audio, disable_pbar=True),
                            "whole": lambda: mine.transcribe([audio]),
-                           "segmented": lambda: transcribe_long(mine, audio, batch_size=config["batch_size"])},
+                           "segmented": lambda: mine.recognizer.transcribe_long(audio, batch_size=config["batch_size"])},
                           config["repeats"])
         funasr["offline"][str(seconds)] = {"rtf": best["funasr"][0] / seconds, "text": best["funasr"][1][0]["text"]}
         ours["offline"][str(seconds)] = {"rtf": best["segmented"][0] / seconds, "ids": best["segmented"][1].token_ids,
@@ -272,13 +269,11 @@ def ours_stream(model, audio, chunk_size: list[int]) -> tuple[list[int], list[fl
 
 
 def ours_offline(model, config: dict, durations: list[float], whole: bool = False) -> dict:
-    """RTF and ids of :func:`transcribe_long`; with ``whole`` also of one whole-input decode (like funasr)."""
-    from modelscope_paraformer.core.segment import transcribe_long
-
+    """RTF and ids of :meth:`Recognizer.transcribe_long`; with ``whole`` also of one whole-input decode (like funasr)."""
     results = {}
     for seconds in durations:
         audio = make_audio(seconds)
-        elapsed, transcript = timed(lambda: transcribe_long(model, audio, batch_size=config["batch_size"]),
+        elapsed, transcript = timed(lambda: model.recognizer.transcribe_long(audio, batch_size=config["batch_size"]),
                                     config["repeats"])
         results[str(seconds)] = {"rtf": elapsed / seconds, "ids": transcript.token_ids}
         if whole and seconds <= config["funasr_max_seconds"]:
@@ -289,7 +284,7 @@ def ours_offline(model, config: dict, durations: list[float], whole: bool = Fals
 
 def concurrent_streams(model, config: dict) -> tuple[int, dict]:
     """How many real-time 600 ms streams one BatchedStreamer serves with every chunk answered in 600 ms."""
-    from modelscope_paraformer.core.batch_streaming import BatchedStreamer
+    from modelscope_paraformer.core import BatchedStreamer
 
     audio, stride = make_audio(config["concurrency_seconds"]), 9600
 

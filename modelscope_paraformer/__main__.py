@@ -1,12 +1,14 @@
-"""Command line: transcribe | stream | evaluate | finetune.
+"""Command line: transcribe | stream | evaluate | finetune | export.
 
     python -m modelscope_paraformer transcribe examples/asr_example_zh.wav
     python -m modelscope_paraformer stream examples/asr_example_zh.wav --chunk-size 0 10 5
     python -m modelscope_paraformer evaluate --model DIR --data data/synth/test --report report.tsv
     python -m modelscope_paraformer finetune --model DIR --data-dir data/train --work-dir exp/ft --max-epoch 5
+    python -m modelscope_paraformer export --model DIR --out DIR_ONNX [--quantize int8]
 
 ``--model`` takes a local model dir or a ModelScope hub id; it defaults to the demo model shipped in the
-package. Only modules of this package's core are imported: no modelscope, so start-up is quick.
+package. An exported dir runs on onnxruntime (without importing torch for transcribe and stream). Only modules
+of this package's core are imported: no modelscope, so start-up is quick.
 """
 from __future__ import annotations
 
@@ -20,16 +22,18 @@ from typing import Optional
 from . import DEMO_MODEL_DIR
 
 
+def _model_dir(args: argparse.Namespace):
+    if args.model is None:
+        return DEMO_MODEL_DIR
+    from .hub import resolve_model_dir
+
+    return resolve_model_dir(args.model, args.model_revision)
+
+
 def _load(args: argparse.Namespace):
     from .core.loading import load_for_inference
 
-    if args.model is None:
-        directory = DEMO_MODEL_DIR
-    else:
-        from .hub import resolve_model_dir
-
-        directory = resolve_model_dir(args.model, args.model_revision)
-    return load_for_inference(directory, "cpu", args.dtype, args.quantize, args.num_threads)
+    return load_for_inference(_model_dir(args), "cpu", args.dtype, args.quantize, args.num_threads)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -87,6 +91,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .core.engines.onnx_export import export_onnx
+
+    started = time.perf_counter()
+    out = export_onnx(_model_dir(args), args.out, args.quantize, args.opset)
+    print(f"{out}\t({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .training.trainer import ParaformerTrainer, TrainerConfig
 
@@ -133,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worst", type=int, default=5)
     common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write an ONNX model dir that runs on onnxruntime (no torch needed)")
+    p.add_argument("--model", help="model dir or hub id (default: the shipped demo model)")
+    p.add_argument("--model-revision")
+    p.add_argument("--out", required=True, help="the new model dir (replaced if it holds an earlier export)")
+    p.add_argument("--quantize", choices=["int8"], help="int8 weights (onnxruntime quantisation)")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("finetune", help="fine-tune a model (default: the demo model) on a data dir")
     p.add_argument("--data-dir", required=True)

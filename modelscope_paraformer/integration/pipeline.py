@@ -27,6 +27,7 @@ from ..core import ChunkSizeError, StreamingDecoder
 from ..core.audio import SAMPLE_RATE, Utterance
 from ..core.batching import group_by_length
 from ..core.chunking import check_chunk_size
+from ..core.errors import ParaformerError
 from ..hub import resolve_model_dir
 from .model import ParaformerForASR
 from .preprocessor import ParaformerAudioPreprocessor
@@ -44,7 +45,7 @@ DEFAULT_BATCH_SIZE = 8
 ALIASES = {"audio_fs": "fs"}  # the pre-1.x pipeline's name for it
 
 
-class StreamingUnsupportedError(ValueError):
+class StreamingUnsupportedError(ParaformerError, ValueError):
     """Streaming was asked of an offline (non-chunked) Paraformer."""
 
 
