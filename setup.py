@@ -26,12 +26,14 @@ setup(
         "kaldi-native-fbank>=1.19",
         "pyyaml",
         "tqdm",
+        "onnxruntime>=1.17",  # the engine of exported ONNX dirs
     ],
     extras_require={
         "modelscope": ["modelscope[framework]>=1.9"],
         "train": ["pypinyin>=0.50"],
-        "test": ["modelscope[framework]>=1.9", "pytest", "funasr==1.4.16", "nbclient", "nbformat", "ipykernel",
-                 "pypinyin>=0.50"],
+        "export": ["onnx>=1.15"],  # ONNX export and int8 quantisation (onnxruntime.quantization reads onnx)
+        "test": ["modelscope[framework]>=1.9", "pytest", "funasr==1.4.16", "onnx>=1.15", "nbclient", "nbformat",
+                 "ipykernel", "pypinyin>=0.50"],
     },
     entry_points={"console_scripts": ["modelscope-paraformer=modelscope_paraformer.__main__:main"]},
 )

@@ -12,11 +12,11 @@ themselves when modelscope loads its registries (see :mod:`.registration`).
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import registration
+from .core.lazy import lazy_exports
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"  # the shipped demo model (see tools/train_demo.py)
 
@@ -36,13 +36,6 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "DEMO_MODEL_DIR"])
 
 
-def __getattr__(name: str) -> Any:
-    """Import the core lazily (PEP 562), so that ``import modelscope_paraformer`` does not pay for torch."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)  # the core (torch) loads on first use
 
 registration.install()

@@ -19,8 +19,7 @@ import torch
 
 from .errors import ParaformerError
 from .model import Paraformer
-from .model_dir import (CONFIGURATION_TEMPLATE, ModelDirError, ModelFiles, atomic_write, find_model_files,
-                        read_model_spec)
+from .model_dir import CONFIGURATION_TEMPLATE, ModelDirError, atomic_write, find_model_files, read_model_spec
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from .transcript import Transcript
 
 
 class Paraformer(nn.Module):
-    """The network plus its frontend and tokenizer; build with :func:`modelscope_paraformer.core.checkpoint.load_model`."""
+    """The network plus its frontend and tokenizer; build with :func:`~.checkpoint.load_model`."""
 
     checkpoint_map = None  # a CheckpointMap while the weights are views of a mapped model.pt (load_model(mmap=True))
     inference_only = False  # set by optimize_for_inference: packed/quantised weights that cannot be saved
