@@ -5,9 +5,14 @@ modules only (a deployment may leave the torch wheel out).
 
 Caches are per stream and opaque to the algorithms:
 
-- encoder: a float32 array (L, 2, H, Tc, dk), the look-back keys/values of every layer (Tc may be 0);
-- decoder: :class:`DecoderCache`, the FSMN context (Lm, K-1, D) and the cross-attention look-back
-  (La, 2, H, Tc, dk).
+- encoder: a float32 array (L*2*H, Tc, dk), the look-back keys/values of every layer (layer-major, keys then
+  values, heads within; Tc may be 0);
+- decoder: :class:`DecoderCache`, the FSMN context (Lm*(K-1), D) and the cross-attention look-back
+  (La*2*H, Tc, dk).
+
+A batch stacks them on a leading batch axis, the layout the graphs take: each graph cuts its cache input into
+per-layer pieces with one constant-size Split along axis 1 and returns the caches as one Concat along axis 1
+(see :mod:`.onnx_export`).
 
 Streams are grouped into buckets of identical shapes (window frames and cache length), one batched session call
 per bucket: no padding, no masks, so a stream decodes the same alone or in any batch.
@@ -42,7 +47,7 @@ class OnnxModelError(ParaformerError, ValueError):
 
 @dataclass
 class DecoderCache:
-    """One stream's decoder state: FSMN context (Lm, K-1, D) and cross-attention look-back (La, 2, H, Tc, dk)."""
+    """One stream's decoder state: FSMN context (Lm*(K-1), D) and cross-attention look-back (La*2*H, Tc, dk)."""
 
     fsmn: np.ndarray
     cross: np.ndarray
@@ -139,6 +144,9 @@ class OnnxEngine:
             if not path.is_file():
                 raise OnnxModelError(f"{self.model_dir}: {filename} is missing")
             self.sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        if "encoder_chunk" in self.sessions and len(self.sessions["encoder_chunk"].get_inputs()[2].shape) != 4:
+            raise OnnxModelError(f"{self.model_dir}: an export with the old (L, 2, B, H, Tc, dk) cache layout; "
+                                 "export the model again")
 
     def _session(self, name: str) -> ort.InferenceSession:
         if name not in self.sessions:
@@ -174,7 +182,7 @@ class OnnxEngine:
 
     # ---------------------------------------------------------------------------------------------- streaming
     def _empty_encoder_cache(self) -> np.ndarray:
-        return np.zeros((self.encoder_layers, 2, self.heads, 0, self.d_k), np.float32)
+        return np.zeros((self.encoder_layers * 2 * self.heads, 0, self.d_k), np.float32)
 
     def encode_chunks(self, chunks: Sequence[ChunkInput], caches: Sequence[Optional[Any]], config: ChunkConfig
                       ) -> tuple[list[Encoded], list[Any]]:
@@ -184,11 +192,12 @@ class OnnxEngine:
         new_caches: list[Any] = [None] * len(chunks)
         keep = config.encoder_keep_frames
         look_ahead = config.look_ahead
-        for (frames, cached), rows in _buckets([(len(c.features), caches[i].shape[3])
+        for (frames, cached), rows in _buckets([(len(c.features), caches[i].shape[1])
                                                 for i, c in enumerate(chunks)]).items():
             features = np.stack([np.asarray(chunks[i].features, np.float32) for i in rows])
             start = np.array([chunks[i].start for i in rows], np.int64)
-            cache = np.stack([caches[i] for i in rows], axis=2)  # (L, 2, B, H, Tc, dk)
+            cache = caches[rows[0]][None] if len(rows) == 1 else np.stack([caches[i] for i in rows])
+            # new_kv (B, L*2*H, Tc+T, dk): the cache followed by this window's keys/values
             hidden, alphas, new_kv = session.run(None, {"features": features, "start": start, "cache": cache})
             for b, i in enumerate(rows):
                 results[i] = Encoded(hidden[b], alphas[b], hidden[b])
@@ -199,14 +208,12 @@ class OnnxEngine:
                 total = cached + frames
                 until = max(0, total - look_ahead)
                 first = max(0, until - keep) if keep > 0 else 0
-                old = caches[i][:, :, :, min(first, cached):min(until, cached)]
-                new = new_kv[:, :, b, :, max(0, first - cached):max(0, until - cached)]
-                new_caches[i] = np.ascontiguousarray(np.concatenate([old, new], axis=3) if old.shape[3] else new)
+                new_caches[i] = np.ascontiguousarray(new_kv[b, :, first:until])
         return results, new_caches  # type: ignore[return-value]
 
     def _empty_decoder_cache(self) -> DecoderCache:
-        return DecoderCache(np.zeros((self.memory_layers, self.kernel - 1, self.dim), np.float32),
-                            np.zeros((self.cross_layers, 2, self.decoder_heads, 0, self.decoder_d_k), np.float32))
+        return DecoderCache(np.zeros((self.memory_layers * (self.kernel - 1), self.dim), np.float32),
+                            np.zeros((self.cross_layers * 2 * self.decoder_heads, 0, self.decoder_d_k), np.float32))
 
     def decode_chunks(self, encoded: Sequence[Encoded], embeddings: Sequence[np.ndarray],
                       caches: Sequence[Optional[Any]], config: ChunkConfig) -> tuple[list[list[int]], list[Any]]:
@@ -217,7 +224,7 @@ class OnnxEngine:
         keep = config.decoder_keep_frames
         memories = [np.asarray(e.memory if e.memory is not None else e.hidden, np.float32) for e in encoded]
         todo = [i for i in range(len(encoded)) if len(embeddings[i])]
-        for (frames, cached), group in _buckets([(len(memories[i]), caches[i].cross.shape[3]) for i in todo]).items():
+        for (frames, cached), group in _buckets([(len(memories[i]), caches[i].cross.shape[1]) for i in todo]).items():
             rows = [todo[j] for j in group]
             counts = [len(embeddings[i]) for i in rows]
             tokens = np.zeros((len(rows), max(counts), self.dim), np.float32)
@@ -225,15 +232,17 @@ class OnnxEngine:
                 tokens[b, :counts[b]] = embeddings[i]
             token_ids, fsmn_out, cross_kv = session.run(None, {
                 "memory": np.stack([memories[i] for i in rows]), "embeddings": tokens,
-                "fsmn_cache": np.stack([caches[i].fsmn for i in rows], axis=1),
-                "cross_cache": np.stack([caches[i].cross for i in rows], axis=2)})
+                "fsmn_cache": np.stack([caches[i].fsmn for i in rows]),
+                "cross_cache": np.stack([caches[i].cross for i in rows])})
+            # fsmn_out (B, Lm*(K-1+N), D): per layer the context then this call's FSMN inputs;
+            # cross_kv (B, La*2*H, Tc+Tm, dk): the look-back followed by this memory's keys/values
+            fsmn_out = fsmn_out.reshape(len(rows), self.memory_layers, -1, self.dim)
             for b, i in enumerate(rows):
                 n = counts[b]
                 ids[i] = token_ids[b, :n].tolist()
-                fsmn = np.ascontiguousarray(fsmn_out[:, b, n:n + self.kernel - 1])
+                fsmn = np.ascontiguousarray(fsmn_out[b, :, n:n + self.kernel - 1]).reshape(-1, self.dim)
                 if keep > 0:
-                    cross = np.concatenate([caches[i].cross, cross_kv[:, :, b]], axis=3)[:, :, :, -keep:]
-                    cross = np.ascontiguousarray(cross)
+                    cross = np.ascontiguousarray(cross_kv[b, :, -keep:])
                 else:
                     cross = caches[i].cross
                 new_caches[i] = DecoderCache(fsmn, cross)

@@ -12,7 +12,11 @@ Graphs (float32 I/O, dynamic batch and time axes):
 - online: ``encoder_chunk.onnx`` (features, start, cache) -> (hidden, alphas, new_kv): embedding (sqrt(D) scale,
   sinusoidal positions ``start + row + 1``, rows before frame 0 zeroed) inside, encoder self-attention over the
   look-back cache plus the window, FSMN within the window; ``decoder_chunk.onnx`` (memory, embeddings,
-  fsmn_cache, cross_cache) -> (token_ids, fsmn_out, cross_kv). The caches are kept by the engine.
+  fsmn_cache, cross_cache) -> (token_ids, fsmn_out, cross_kv). The caches are kept by the engine, batch-first
+  with all layers along axis 1 (cache (B, L*2*H, Tc, dk); new_kv is cache + window, (B, L*2*H, Tc+T, dk); see
+  the manifest's "assumes").
+
+Besides standard ONNX the graphs use one onnxruntime contrib op, com.microsoft.MultiHeadAttention (CPU kernel).
 
 Exporter: the legacy TorchScript exporter (``torch.onnx.export(..., dynamo=False)``). The wrappers below have no
 data-dependent control flow, so tracing is exact; it exports full-depth Paraformer-large in seconds and honours
@@ -64,6 +68,67 @@ class ExportError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+# The graphs are written for onnxruntime's CPU kernels (measured on 2 cores, Paraformer-large, 600 ms chunks;
+# benchmarks/onnx_graphs.py): most of a streaming call's time beyond the weight-bound MatMuls was dispatch of
+# ~2700 small ops (head reshapes/transposes, per-layer cache Gather/Concat/Unsqueeze, bias Adds that do not fuse
+# into Gemm on 3-D inputs, FSMN layout changes). So: activations are 2-D (B*T, D), where MatMul+Add fuse into
+# Gemm (and Gemm+Relu into FusedGemm; in int8 the bias joins DynamicQuantizeMatMul); attention is one
+# com.microsoft.MultiHeadAttention (heads, scale, softmax, cache concatenation inside); the FSMN is one depthwise
+# Conv2d with the "+ x" folded into its centre tap (and, streaming, linear_out's bias into its bias); the caches
+# are laid out (B, layers*2*H, T, dk) so that one Split with constant sizes cuts them per layer and one Concat
+# makes the outputs. About 17 ops per encoder layer instead of ~50. (com.microsoft.SkipLayerNormalization was
+# tried for residual Add + LayerNorm: on 2-D input it is slower than Add + LayerNormalization, 22 vs 9 us.)
+def _optional(g):
+    node = g.op("prim::Constant")
+    node.setType(torch._C.OptionalType.ofTensor())
+    return node
+
+
+class _MultiHeadAttention(torch.autograd.Function):
+    """onnxruntime's com.microsoft.MultiHeadAttention (CPU): query (B,S,D), key/value (B,L,D), optional
+    key_padding_mask (B,P+L) int32 (1 valid), optional past key/value (B,H,P,dk) -> out (B,S,D) and, with a past,
+    present key/value (B,H,P+L,dk). ``forward`` is the same computation in torch (for tracing and the check)."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, mask, past_key, past_value, heads: int):
+        batch, steps, size = query.shape
+        d_k = size // heads
+        q, k, v = (_heads(t, heads, d_k) for t in (query, key, value))
+        if past_key is not None:
+            k, v = torch.cat([past_key, k], dim=2), torch.cat([past_value, v], dim=2)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(d_k))
+        if mask is not None:
+            scores = scores.masked_fill(mask[:, None, None, :] == 0, -10000.0)
+        out = _merge(torch.matmul(torch.softmax(scores, dim=-1), v), size)
+        return (out, k, v) if past_key is not None else out
+
+    @staticmethod
+    def symbolic(g, query, key, value, mask, past_key, past_value, heads):
+        none = _optional(g)
+        inputs = [query, key, value, none, mask if mask is not None else none, none]
+        if past_key is None:
+            out = g.op("com.microsoft::MultiHeadAttention", *inputs, num_heads_i=heads, outputs=1)
+            out.setType(query.type())
+            return out
+        outs = g.op("com.microsoft::MultiHeadAttention", *inputs, past_key, past_value, num_heads_i=heads,
+                    outputs=3)
+        outs[0].setType(query.type())
+        for present, past in zip(outs[1:], (past_key, past_value)):  # (B, H, P+L, dk): the time axis grows
+            present.setType(past.type().with_sizes([None, heads, None, None]))
+        return outs
+
+
+def _mha(query, key, value, heads, mask=None, past_key=None, past_value=None):
+    return _MultiHeadAttention.apply(query, key, value, mask, past_key, past_value, heads)
+
+
+def _linear(x: torch.Tensor, linear: nn.Linear, bias: bool = True) -> torch.Tensor:
+    """2-D x @ W^T (+ b): MatMul (+ Add), which onnxruntime fuses into Gemm (fp32) or DynamicQuantizeMatMul
+    (int8; quantize_dynamic quantises MatMul, not Gemm)."""
+    out = torch.matmul(x, linear.weight.t())
+    return out + linear.bias if bias and linear.bias is not None else out
+
+
 def _heads(x: torch.Tensor, heads: int, d_k: int) -> torch.Tensor:
     """(B, T, H*dk) -> (B, H, T, dk) with symbolic B, T."""
     return x.reshape(x.shape[0], x.shape[1], heads, d_k).transpose(1, 2)
@@ -73,19 +138,26 @@ def _merge(x: torch.Tensor, size: int) -> torch.Tensor:
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], size)
 
 
-def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: Optional[torch.Tensor]
-               ) -> torch.Tensor:
-    """Plain softmax attention; ``bias`` additive (0 allowed, -inf masked), broadcast over heads/queries."""
-    scores = torch.matmul(query * (1.0 / math.sqrt(query.shape[-1])), key.transpose(-1, -2))
-    if bias is not None:
-        scores = scores + bias
-    return torch.matmul(torch.softmax(scores, dim=-1), value)
+def _taps(conv: nn.Module, identity_tap: Optional[int]) -> torch.Tensor:
+    """A depthwise Conv1d weight (D, 1, K) as a Conv2d weight (D, 1, 1, K), plus 1 at ``identity_tap`` (the
+    FSMN's "+ x" folded into the convolution)."""
+    taps = conv.weight.detach()[:, :, None, :].clone()
+    if identity_tap is not None:
+        taps[:, :, :, identity_tap] += 1.0
+    return taps
 
 
-def _mask_bias(valid: torch.Tensor) -> torch.Tensor:
-    """(B, T) bool -> (B, 1, 1, T) float additive bias (0 / -inf)."""
-    zero = torch.zeros((), dtype=torch.float32)
-    return torch.where(valid, zero, torch.tensor(float("-inf")))[:, None, None, :]
+def _fsmn(x: torch.Tensor, taps: torch.Tensor, padding: tuple[int, int] = (0, 0),
+          bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Depthwise conv over time of (B, T, D) with (left, right) zero padding, as a Conv2d over the (B, D, 1, T)
+    view: onnxruntime's depthwise Conv2d is several times faster than its Conv1d (measured: 21 vs 57 us at
+    15 x 512 rows), the two Transposes included."""
+    view = x.transpose(1, 2).unsqueeze(2)
+    left, right = padding
+    if left != right:  # F.pad exports as a dynamic If/Slice/Pad chain: only when the Conv's own pads cannot do
+        view, left = nn.functional.pad(view, (left, right, 0, 0)), 0
+    out = nn.functional.conv2d(view, taps, bias, 1, (0, left), 1, taps.shape[0])
+    return out.squeeze(2).transpose(1, 2)
 
 
 class _Positions(nn.Module):
@@ -102,24 +174,48 @@ class _Positions(nn.Module):
         return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=-1)
 
 
-def _encoder_layer(layer, x: torch.Tensor, valid: Optional[torch.Tensor], bias: Optional[torch.Tensor],
-                   cache_k: Optional[torch.Tensor] = None, cache_v: Optional[torch.Tensor] = None):
-    """One SAN-M encoder layer (EncoderLayer + SANMAttention), optionally over a look-back cache; returns the
-    output and this window's keys/values (B, H, T, dk)."""
-    attn = layer.self_attn
-    size, heads = attn.size, attn.heads
-    d_k = size // heads
-    qkv = attn.linear_q_k_v(layer.norm1(x))
-    query, key, value = qkv[..., :size], qkv[..., size:2 * size], qkv[..., 2 * size:]
-    memory = attn.fsmn(value, valid)
-    query, key, value = (_heads(t, heads, d_k) for t in (query, key, value))
-    all_key, all_value = key, value
-    if cache_k is not None:
-        all_key, all_value = torch.cat([cache_k, key], dim=2), torch.cat([cache_v, value], dim=2)
-    attended = _attention(query, all_key, all_value, bias)
-    attended = attn.linear_out(_merge(attended, size)) + memory
-    x = x + attended if layer.residual else attended
-    return x + layer.feed_forward(layer.norm2(x)), key, value
+class _EncoderStack(nn.Module):
+    """The SAN-M layers and after_norm on 2-D (B*T, D) activations; see the note above the helpers."""
+
+    def __init__(self, model: Paraformer):
+        super().__init__()
+        self.layers = nn.ModuleList(model.encoder.layers)
+        self.after_norm = model.encoder.after_norm
+        attn = self.layers[0].self_attn
+        self.size, self.heads, self.kernel = attn.size, attn.heads, attn.fsmn_block.kernel_size[0]
+        self.padding = attn.padding
+        self.taps = [_taps(layer.self_attn.fsmn_block, self.padding[0]) for layer in self.layers]
+
+    def forward(self, x, batch, steps, valid=None, mask=None, pasts=None):
+        """x (B*T, F) -> (after_norm(x) as (B, T, D), present keys/values or None); ``valid`` (B*T, 1) float and
+        ``mask`` (B, T) int32 for padded batches (offline), ``pasts`` the 2L cache pieces (streaming)."""
+        size, heads = self.size, self.heads
+        layers = self.layers
+        presents = []
+        for number, layer in enumerate(layers):
+            attn = layer.self_attn
+            qkv = _linear(layer.norm1(x), attn.linear_q_k_v).reshape(batch, steps, 3 * size)
+            query, key, value = qkv.split(size, dim=-1)
+            if valid is not None:  # offline, padded batch: FunASR's masking around the FSMN
+                value = value * valid.reshape(batch, steps, 1)
+                memory = _fsmn(value, self.taps[number], self.padding).reshape(batch * steps, size) * valid
+                out_bias = True
+            else:  # the linear_out bias joins the convolution's
+                memory = _fsmn(value, self.taps[number], self.padding, attn.linear_out.bias)
+                memory = memory.reshape(batch * steps, size)
+                out_bias = False
+            if pasts is not None:
+                attended, present_key, present_value = _mha(query, key, value, heads, None, pasts[2 * number],
+                                                            pasts[2 * number + 1])
+                presents += [present_key, present_value]
+            else:
+                attended = _mha(query, key, value, heads, mask)
+            residual = x + memory if layer.residual else memory
+            x = _linear(attended.reshape(batch * steps, size), attn.linear_out, out_bias) + residual
+            ff = layer.feed_forward
+            x = x + _linear(torch.relu(_linear(layer.norm2(x), ff.w_1)), ff.w_2)
+        normed = self.after_norm(x)
+        return normed.reshape(batch, steps, size), presents
 
 
 class OfflineEncoderGraph(nn.Module):
@@ -127,36 +223,77 @@ class OfflineEncoderGraph(nn.Module):
 
     def __init__(self, model: Paraformer):
         super().__init__()
-        self.encoder = model.encoder
+        self.stack = _EncoderStack(model)
         self.predictor = model.predictor
         self.positions = _Positions(model.config.input_size)
         self.scale = float(model.encoder.output_size ** 0.5)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
-        steps = torch.arange(features.shape[1], dtype=torch.int64)
-        valid = steps[None, :] < lengths[:, None]
-        positions = (steps + 1).to(torch.float32)[None, :].expand(features.shape[0], -1)
-        x = features * self.scale + self.positions(positions)
-        bias = _mask_bias(valid)
+        batch, steps, feature_dim = features.shape
+        arange = torch.arange(steps, dtype=torch.int64)
+        valid = arange[None, :] < lengths[:, None]
+        positions = (arange + 1).to(torch.float32)[None, :].expand(batch, -1)
+        x = (features * self.scale + self.positions(positions)).reshape(batch * steps, feature_dim)
         fvalid = valid.to(torch.float32)
-        for layer in self.encoder.layers:
-            x, _, _ = _encoder_layer(layer, x, fvalid, bias)
-        hidden = self.encoder.after_norm(x)
+        hidden, _ = self.stack(x, batch, steps, fvalid.reshape(batch * steps, 1), valid.to(torch.int32))
         alphas = self.predictor.frame_weights(hidden * fvalid[:, :, None]) * fvalid
         return hidden, alphas
 
 
-def _cross_attend(attn, x: torch.Tensor, memory: torch.Tensor, bias: Optional[torch.Tensor],
-                  cache_k: Optional[torch.Tensor] = None, cache_v: Optional[torch.Tensor] = None):
-    size, heads = attn.size, attn.heads
-    d_k = size // heads
-    query = _heads(attn.linear_q(x), heads, d_k)
-    kv = attn.linear_k_v(memory)
-    key, value = _heads(kv[..., :size], heads, d_k), _heads(kv[..., size:], heads, d_k)
-    all_key, all_value = key, value
-    if cache_k is not None:
-        all_key, all_value = torch.cat([cache_k, key], dim=2), torch.cat([cache_v, value], dim=2)
-    return attn.linear_out(_merge(_attention(query, all_key, all_value, bias), size)), key, value
+class _DecoderStack(nn.Module):
+    """Decoder memory layers (FSMN + cross-attention) and decoders3 on 2-D (B*N, D) tokens."""
+
+    def __init__(self, model: Paraformer, streaming: bool):
+        super().__init__()
+        decoder = model.decoder
+        self.decoder = decoder
+        self.memory_layers = nn.ModuleList(decoder.memory_layers)
+        first = self.memory_layers[0]
+        self.size = decoder.after_norm.weight.shape[0]
+        self.kernel = first.self_attn.kernel_size
+        self.padding = first.self_attn.padding
+        # streaming: causal context of K-1 inputs, the "+ h" is the last tap; offline: the left padding's
+        self.taps = [_taps(layer.self_attn.fsmn_block, self.kernel - 1 if streaming else self.padding[0])
+                     for layer in self.memory_layers]
+
+    def forward(self, x, memory, batch, tokens, frames, valid=None, mask=None, fsmn_caches=None, pasts=None):
+        size = self.size
+        memory2d = memory.reshape(batch * frames, memory.shape[2])
+        fsmn_outs, presents = [], []
+        cross = 0
+        for number, layer in enumerate(self.memory_layers):
+            residual = x
+            ff = layer.feed_forward
+            h = layer.norm2(_linear(ff.norm(torch.relu(_linear(layer.norm1(x), ff.w_1))), ff.w_2, False))
+            if valid is not None:
+                h = h * valid
+            h3 = h.reshape(batch, tokens, size)
+            if fsmn_caches is not None:
+                padded = torch.cat([fsmn_caches[number], h3], dim=1)
+                fsmn_outs.append(padded)
+                out = _fsmn(padded, self.taps[number])
+            else:
+                out = _fsmn(h3, self.taps[number], self.padding)
+            out = out.reshape(batch * tokens, size)
+            x = residual + (out * valid if valid is not None else out)
+            attn = layer.src_attn
+            if attn is None:
+                continue
+            query = _linear(layer.norm3(x), attn.linear_q).reshape(batch, tokens, size)
+            key, value = _linear(memory2d, attn.linear_k_v).reshape(batch, frames, 2 * size).split(size, dim=-1)
+            if pasts is not None:
+                attended, present_key, present_value = _mha(query, key, value, attn.heads, None, pasts[2 * cross],
+                                                            pasts[2 * cross + 1])
+                presents += [present_key, present_value]
+            else:
+                attended = _mha(query, key, value, attn.heads, mask)
+            cross += 1
+            x = x + _linear(attended.reshape(batch * tokens, size), attn.linear_out)
+        for layer in self.decoder.decoders3:
+            ff = layer.feed_forward
+            x = _linear(ff.norm(torch.relu(_linear(layer.norm1(x), ff.w_1))), ff.w_2, False)
+        logits = _linear(self.decoder.after_norm(x), self.decoder.output_layer)
+        return torch.argmax(logits.reshape(batch, tokens, -1), dim=-1), fsmn_outs, presents
 
 
 class OfflineDecoderGraph(nn.Module):
@@ -164,83 +301,56 @@ class OfflineDecoderGraph(nn.Module):
 
     def __init__(self, model: Paraformer):
         super().__init__()
-        self.decoder = model.decoder
+        self.stack = _DecoderStack(model, streaming=False)
 
     def forward(self, memory, memory_lengths, embeddings, token_lengths):
-        decoder = self.decoder
-        valid = torch.arange(embeddings.shape[1], dtype=torch.int64)[None, :] < token_lengths[:, None]
-        memory_valid = torch.arange(memory.shape[1], dtype=torch.int64)[None, :] < memory_lengths[:, None]
-        bias = _mask_bias(memory_valid)
-        fvalid = valid.to(torch.float32)[:, :, None]
-        x = embeddings
-        for layer in [*decoder.memory_layers, *decoder.decoders3]:
-            residual = x
-            x = layer.feed_forward(layer.norm1(x))
-            if layer.self_attn is not None:
-                fsmn = layer.self_attn
-                h = layer.norm2(x) * fvalid
-                out = fsmn.fsmn_block(h, fsmn.padding) + h
-                x = residual + out * fvalid
-            if layer.src_attn is not None:
-                attended, _, _ = _cross_attend(layer.src_attn, layer.norm3(x), memory, bias)
-                x = x + attended
-        logits = decoder.output_layer(decoder.after_norm(x))
-        return torch.argmax(logits, dim=-1)
+        batch, tokens, size = embeddings.shape
+        frames = memory.shape[1]
+        valid = torch.arange(tokens, dtype=torch.int64)[None, :] < token_lengths[:, None]
+        memory_valid = torch.arange(frames, dtype=torch.int64)[None, :] < memory_lengths[:, None]
+        fvalid = valid.to(torch.float32).reshape(batch * tokens, 1)
+        ids, _, _ = self.stack(embeddings.reshape(batch * tokens, size), memory, batch, tokens, frames, fvalid,
+                               memory_valid.to(torch.int32))
+        return ids
 
 
 class EncoderChunkGraph(nn.Module):
-    """features (B,T,F) raw window, start (B,) int64, cache (L,2,B,H,Tc,dk) -> hidden, alphas, new_kv."""
+    """features (B,T,F) raw window, start (B,) int64, cache (B, L*2*H, Tc, dk) -> hidden, alphas,
+    new_kv (B, L*2*H, Tc+T, dk) (the cache followed by this window's keys/values, per layer k then v)."""
 
     def __init__(self, model: Paraformer):
         super().__init__()
-        self.encoder = model.encoder
+        self.stack = _EncoderStack(model)
         self.predictor = model.predictor
         self.positions = _Positions(model.config.input_size)
         self.scale = float(model.encoder.output_size ** 0.5)
 
     def forward(self, features: torch.Tensor, start: torch.Tensor, cache: torch.Tensor):
-        absolute = start[:, None] + torch.arange(features.shape[1], dtype=torch.int64)[None, :]
+        batch, steps, feature_dim = features.shape
+        absolute = start[:, None] + torch.arange(steps, dtype=torch.int64)[None, :]
         x = features * self.scale + self.positions((absolute + 1).to(torch.float32))
         x = x * (absolute >= 0).to(torch.float32)[:, :, None]  # the initial zero overlap
-        keys_values = []
-        for index, layer in enumerate(self.encoder.layers):
-            x, key, value = _encoder_layer(layer, x, None, None, cache[index, 0], cache[index, 1])
-            keys_values.append(torch.stack([key, value]))
-        hidden = self.encoder.after_norm(x)
+        pasts = cache.split(self.stack.heads, dim=1)
+        hidden, presents = self.stack(x.reshape(batch * steps, feature_dim), batch, steps, pasts=pasts)
         alphas = self.predictor.frame_weights(hidden)
-        return hidden, alphas, torch.stack(keys_values)
+        return hidden, alphas, torch.cat(presents, dim=1)
 
 
 class DecoderChunkGraph(nn.Module):
-    """memory (B,Tm,D), embeddings (B,N,D), fsmn_cache (Lm,B,K-1,D), cross_cache (La,2,B,H,Tc,dk)
-    -> token_ids (B,N), fsmn_out (Lm,B,K-1+N,D), cross_kv (La,2,B,H,Tm,dk)."""
+    """memory (B,Tm,D), embeddings (B,N,D), fsmn_cache (B, Lm*(K-1), D), cross_cache (B, La*2*H, Tc, dk)
+    -> token_ids (B,N), fsmn_out (B, Lm*(K-1+N), D), cross_kv (B, La*2*H, Tc+Tm, dk)."""
 
     def __init__(self, model: Paraformer):
         super().__init__()
-        self.decoder = model.decoder
+        self.stack = _DecoderStack(model, streaming=True)
 
     def forward(self, memory, embeddings, fsmn_cache, cross_cache):
-        decoder = self.decoder
-        x = embeddings
-        fsmn_outs, cross_kvs = [], []
-        cross_index = 0
-        for index, layer in enumerate(decoder.memory_layers):
-            residual = x
-            x = layer.feed_forward(layer.norm1(x))
-            h = layer.norm2(x)
-            padded = torch.cat([fsmn_cache[index], h], dim=1)  # causal: context, then this call's inputs
-            fsmn_outs.append(padded)
-            x = residual + (layer.self_attn.fsmn_block(padded) + h)
-            if layer.src_attn is not None:
-                attended, key, value = _cross_attend(layer.src_attn, layer.norm3(x), memory, None,
-                                                     cross_cache[cross_index, 0], cross_cache[cross_index, 1])
-                cross_kvs.append(torch.stack([key, value]))
-                cross_index += 1
-                x = x + attended
-        for layer in decoder.decoders3:
-            x = layer.feed_forward(layer.norm1(x))
-        logits = decoder.output_layer(decoder.after_norm(x))
-        return torch.argmax(logits, dim=-1), torch.stack(fsmn_outs), torch.stack(cross_kvs)
+        batch, tokens, size = embeddings.shape
+        fsmn_caches = fsmn_cache.split(self.stack.kernel - 1, dim=1)
+        pasts = cross_cache.split(self.stack.memory_layers[0].src_attn.heads, dim=1)
+        ids, fsmn_outs, presents = self.stack(embeddings.reshape(batch * tokens, size), memory, batch, tokens,
+                                              memory.shape[1], fsmn_caches=fsmn_caches, pasts=pasts)
+        return ids, torch.cat(fsmn_outs, dim=1), torch.cat(presents, dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------- export
@@ -269,7 +379,8 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings / the legacy exporter's deprecation notice
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+                          dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+                          custom_opsets={"com.microsoft": 1})
 
 
 def _export_graphs(model: Paraformer, out: Path, opset: int) -> dict[str, str]:
@@ -281,23 +392,23 @@ def _export_graphs(model: Paraformer, out: Path, opset: int) -> dict[str, str]:
         layers = len(model.encoder.layers)
         t, b, tc = 7, 2, 3
         _export(EncoderChunkGraph(model).eval(),
-                (torch.randn(b, t, feat), torch.tensor([-2, 5]), torch.randn(layers, 2, b, heads, tc, d_k)),
+                (torch.randn(b, t, feat), torch.tensor([-2, 5]), torch.randn(b, layers * 2 * heads, tc, d_k)),
                 out / STREAMING_GRAPHS["encoder_chunk"], ["features", "start", "cache"],
                 ["hidden", "alphas", "new_kv"],
-                {"features": {0: "B", 1: "T"}, "start": {0: "B"}, "cache": {2: "B", 4: "Tc"},
-                 "hidden": {0: "B", 1: "T"}, "alphas": {0: "B", 1: "T"}, "new_kv": {2: "B", 4: "T"}}, opset)
+                {"features": {0: "B", 1: "T"}, "start": {0: "B"}, "cache": {0: "B", 2: "Tc"},
+                 "hidden": {0: "B", 1: "T"}, "alphas": {0: "B", 1: "T"}, "new_kv": {0: "B", 2: "TcT"}}, opset)
         lm = len(dec.memory_layers)
         kernel = dec.memory_layers[0].self_attn.kernel_size
         dheads = dec.memory_layers[0].src_attn.heads
         n = 3
         _export(DecoderChunkGraph(model).eval(),
-                (torch.randn(b, t, dim), torch.randn(b, n, dim), torch.randn(lm, b, kernel - 1, dim),
-                 torch.randn(lm, 2, b, dheads, tc, dim // dheads)),
+                (torch.randn(b, t, dim), torch.randn(b, n, dim), torch.randn(b, lm * (kernel - 1), dim),
+                 torch.randn(b, lm * 2 * dheads, tc, dim // dheads)),
                 out / STREAMING_GRAPHS["decoder_chunk"], ["memory", "embeddings", "fsmn_cache", "cross_cache"],
                 ["token_ids", "fsmn_out", "cross_kv"],
-                {"memory": {0: "B", 1: "Tm"}, "embeddings": {0: "B", 1: "N"}, "fsmn_cache": {1: "B"},
-                 "cross_cache": {2: "B", 4: "Tc"}, "token_ids": {0: "B", 1: "N"}, "fsmn_out": {1: "B", 2: "KN"},
-                 "cross_kv": {2: "B", 4: "Tm"}}, opset)
+                {"memory": {0: "B", 1: "Tm"}, "embeddings": {0: "B", 1: "N"}, "fsmn_cache": {0: "B"},
+                 "cross_cache": {0: "B", 2: "Tc"}, "token_ids": {0: "B", 1: "N"}, "fsmn_out": {0: "B", 1: "LKN"},
+                 "cross_kv": {0: "B", 2: "TcTm"}}, opset)
         return dict(STREAMING_GRAPHS)
     t, b, n = 9, 2, 4
     _export(OfflineEncoderGraph(model).eval(), (torch.randn(b, t, feat), torch.tensor([t, t - 3])),
@@ -377,13 +488,16 @@ def _assumes(model: Paraformer) -> dict:
     }
     if model.streaming:
         info.update({
-            "encoder_cache": "(L, 2, B, H, Tc, dk): keys [.., 0], values [.., 1] per encoder layer; Tc may be 0",
-            "encoder_new_kv": "(L, 2, B, H, T, dk): this window's keys/values; append all but the look-ahead rows",
+            "encoder_cache": "(B, L*2*H, Tc, dk): per encoder layer its keys' H heads, then its values'; Tc may "
+                             "be 0",
+            "encoder_new_kv": "(B, L*2*H, Tc+T, dk): the cache followed by this window's keys/values (the "
+                              "attended ones); the next cache is a time slice of it, the look-ahead rows left out",
             "encoder_start": "(B,) int64 absolute LFR frame of row 0; rows with start+row < 0 are zero",
-            "fsmn_cache": "(Lm, B, K-1, D): the last K-1 decoder FSMN inputs of the stream (zeros at the start)",
-            "fsmn_out": "(Lm, B, K-1+N, D): context then this call's FSMN inputs; next context = rows n..n+K-2",
-            "cross_cache": "(La, 2, B, H, Tc, dk) cross-attention keys/values of earlier windows; Tc may be 0",
-            "cross_kv": "(La, 2, B, H, Tm, dk) this memory's cross-attention keys/values",
+            "fsmn_cache": "(B, Lm*(K-1), D): per layer the last K-1 decoder FSMN inputs (zeros at the start)",
+            "fsmn_out": "(B, Lm*(K-1+N), D): per layer the context then this call's FSMN inputs; next context = "
+                        "rows n..n+K-2 of each layer's K-1+N",
+            "cross_cache": "(B, La*2*H, Tc, dk) cross-attention keys/values of earlier windows; Tc may be 0",
+            "cross_kv": "(B, La*2*H, Tc+Tm, dk) the cross cache followed by this memory's keys/values",
         })
     return info
 
