@@ -16,11 +16,12 @@ import torch
 
 from modelscope_paraformer.core.checkpoint import load_model
 from modelscope_paraformer.core.chunking import ChunkConfig
+from modelscope_paraformer.core.cif import CifCarry, fire_utterance, fire_window
 from modelscope_paraformer.core.decoder import DecoderState
-from modelscope_paraformer.core.engine import ChunkInput
+from modelscope_paraformer.core.engine import ChunkInput, Encoded
 from modelscope_paraformer.core.engines.onnx_engine import OnnxEngine
 from modelscope_paraformer.core.engines.onnx_export import ExportError, export_onnx
-from modelscope_paraformer.core.predictor import CifState
+from modelscope_paraformer.core.engines.torch_engine import TorchEngine
 from modelscope_paraformer.tools.random_model import build_random_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,26 +86,18 @@ def test_offline_graphs_equal_torch(models):
     rng = np.random.default_rng(0)
     feats = [_features(rng, 41), _features(rng, 29)]
     encoded = engine.encode(feats)
-    padded = torch.zeros(2, 41, 560)
-    for row, f in enumerate(feats):
-        padded[row, :len(f)] = torch.from_numpy(f)
-    lengths = torch.tensor([41, 29])
-    hidden, _ = model.encoder(padded, lengths)
-    cif = model.predictor(hidden, lengths)
-    for row, f in enumerate(feats):
-        n = len(f)
-        np.testing.assert_allclose(encoded[row].hidden, hidden[row, :n].numpy(), atol=ATOL, rtol=1e-4)
-        np.testing.assert_allclose(encoded[row].alphas, cif.alphas[row, :n].numpy(), atol=ATOL)
-    counts = cif.token_counts.tolist()
-    assert min(counts) > 0
-    best = model.decoder(hidden, lengths, cif.embeddings, cif.token_counts).argmax(-1)
-    from modelscope_paraformer.core.engine import Encoded
-
-    torch_encoded = [Encoded(hidden[r, :len(f)].numpy(), cif.alphas[r, :len(f)].numpy(), hidden[r, :len(f)].numpy())
-                     for r, f in enumerate(feats)]
-    embeddings = [cif.embeddings[r, :counts[r]].numpy() for r in range(2)]
+    reference = TorchEngine(model)
+    expected = reference.encode(feats)  # the torch network on the padded batch
+    for got, want in zip(encoded, expected):
+        np.testing.assert_allclose(got.hidden, want.hidden, atol=ATOL, rtol=1e-4)
+        np.testing.assert_allclose(got.alphas, want.alphas, atol=ATOL)
+    predictor = model.predictor
+    embeddings = [fire_utterance(e.hidden, e.alphas, predictor.threshold, predictor.tail_threshold)[0]
+                  for e in expected]
+    assert min(len(e) for e in embeddings) > 0
+    torch_encoded = [Encoded(e.hidden, e.alphas, e.hidden) for e in expected]
     ids = engine.decode(torch_encoded, embeddings)
-    assert ids == [best[r, :counts[r]].tolist() for r in range(2)]
+    assert ids == reference.decode(expected, embeddings)
     # each utterance alone gives the same tokens as the padded batch
     assert engine.decode(torch_encoded[1:], embeddings[1:]) == ids[1:]
 
@@ -115,7 +108,7 @@ def _torch_stream(model, feats, config):
     left, stride, look_ahead = config.chunk_size
     overlap = torch.zeros(1, left + look_ahead, 560)
     caches = [None] * len(model.encoder.layers)
-    cif_state = CifState(torch.zeros(1), torch.zeros(1, 512))
+    carry = CifCarry()
     state = DecoderState()
     steps, seen = [], 0
     pieces = [feats[i:i + stride] for i in range(0, len(feats), stride)]
@@ -133,15 +126,15 @@ def _torch_stream(model, feats, config):
         encoded = model.encoder.forward_chunk(window, None, caches, look_ahead, config.encoder_keep_frames)
         alphas = model.predictor.frame_weights(encoded)[0]
         end = encoded.size(1) if last else left + stride
-        cif, cif_state = model.predictor.forward_chunk(encoded, cif_state, last, left, end)
-        count = int(cif.token_counts[0])
-        embeddings = cif.embeddings[0, :count]
+        fired, _, carry = fire_window(encoded[0].numpy(), alphas.numpy(), carry, last, left, end,
+                                      model.predictor.threshold, model.predictor.tail_threshold)
         ids = []
-        if count:
-            logits = model.decoder.forward_chunk(encoded, embeddings[None], state, config.decoder_keep_frames)
+        if len(fired):
+            logits = model.decoder.forward_chunk(encoded, torch.from_numpy(fired)[None], state,
+                                                 config.decoder_keep_frames)
             ids = logits[0].argmax(-1).tolist()
         steps.append({"chunk": ChunkInput(raw, start), "hidden": encoded[0].numpy(), "alphas": alphas.numpy(),
-                      "embeddings": embeddings.numpy(), "ids": ids})
+                      "embeddings": fired, "ids": ids})
     return steps
 
 
@@ -230,8 +223,8 @@ def test_int8_export_decodes(models, tmp_path):
     enc = {name: e.encode(feats) for name, e in engines.items()}
     # same embeddings (from the fp32 encoder's CIF) for both decoders: the agreement of the networks' tokens
     model = load_model(source)
-    hidden = [torch.from_numpy(e.hidden)[None] for e in enc["fp32"]]
-    embeddings = [model.predictor(h, torch.tensor([h.size(1)])).embeddings[0].numpy() for h in hidden]
+    embeddings = [fire_utterance(e.hidden, e.alphas, model.predictor.threshold, model.predictor.tail_threshold)[0]
+                  for e in enc["fp32"]]
     ids = {name: e.decode(enc[name], embeddings) for name, e in engines.items()}
     total = sum(len(r) for r in ids["fp32"])
     same = sum(a == b for ra, rb in zip(ids["fp32"], ids["int8"]) for a, b in zip(ra, rb))
