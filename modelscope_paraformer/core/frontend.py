@@ -39,6 +39,16 @@ def load_cmvn(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return vectors["AddShift"], vectors["Rescale"]
 
 
+def cmvn_text(shift: np.ndarray, scale: np.ndarray) -> str:
+    """Kaldi nnet text CMVN in the layout of the hub's am.mvn (what :func:`load_cmvn` reads)."""
+    def vector(values: np.ndarray) -> str:
+        return " ".join(f"{v:.9g}" for v in np.asarray(values).reshape(-1))
+
+    dim = np.asarray(shift).size
+    return (f"<Nnet>\n<Splice> {dim} {dim}\n[ 0 ]\n<AddShift> {dim} {dim}\n<LearnRateCoef> 0 [ {vector(shift)} ]\n"
+            f"<Rescale> {dim} {dim}\n<LearnRateCoef> 0 [ {vector(scale)} ]\n</Nnet>\n")
+
+
 @dataclass
 class FrontendConfig:
     """FunASR ``frontend_conf`` keys."""

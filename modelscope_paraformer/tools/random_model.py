@@ -19,6 +19,7 @@ import torch
 
 from ..core.model_dir import CONFIGURATION_TEMPLATE, atomic_write
 from ..core.config import parse_config
+from ..core.frontend import cmvn_text
 from ..core.model import Paraformer
 from ..core.tokenizer import CharTokenizer
 
@@ -69,12 +70,7 @@ def synthetic_vocabulary(size: int) -> list[str]:
 
 def write_cmvn(path: Path, shift: np.ndarray, scale: np.ndarray) -> None:
     """Write Kaldi nnet text CMVN in the layout of the hub's am.mvn."""
-    def vector(values: np.ndarray) -> str:
-        return " ".join(f"{v:.6g}" for v in values)
-
-    dim = shift.size
-    text = (f"<Nnet>\n<Splice> {dim} {dim}\n[ 0 ]\n<AddShift> {dim} {dim}\n<LearnRateCoef> 0 [ {vector(shift)} ]\n"
-            f"<Rescale> {dim} {dim}\n<LearnRateCoef> 0 [ {vector(scale)} ]\n</Nnet>\n")
+    text = cmvn_text(shift, scale)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 

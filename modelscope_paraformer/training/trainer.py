@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..core.checkpoint import load_model, save_model_dir, torch_device
 from ..core.chunking import check_chunk_size
 from ..core.config import parse_config
-from ..core.frontend import Frontend
+from ..core.frontend import Frontend, cmvn_text
 from ..core.model import Paraformer
 from ..core.model_dir import atomic_write, find_model_files
 from ..core.scheduler import StreamingDecoder
@@ -216,10 +216,8 @@ class ParaformerTrainer:
             config = parse_config(raw, "architecture", vocab_size=len(tokenizer))
             cmvn_path = self.work_dir / "am.mvn"
             if self.rank == 0 and not cmvn_path.is_file():
-                from ..tools.random_model import write_cmvn
-
-                shift, scale = estimate_cmvn(Frontend(config.frontend), self.train_samples)
-                write_cmvn(cmvn_path, shift, scale)
+                text = cmvn_text(*estimate_cmvn(Frontend(config.frontend), self.train_samples))
+                atomic_write(cmvn_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
             self._barrier()
             from ..core.frontend import load_cmvn
 

@@ -43,13 +43,11 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_model
-
-try:  # the model-directory helpers moved from checkpoint.py to model_dir.py
-    from ..model_dir import CONFIGURATION_TEMPLATE, find_model_files
-except ImportError:  # pragma: no cover - older layout
-    from ..checkpoint import CONFIGURATION_TEMPLATE, find_model_files
 from ..config import read_yaml
+from ..errors import ParaformerError
+from ..frontend import cmvn_text
 from ..model import Paraformer
+from ..model_dir import CONFIGURATION_TEMPLATE, find_model_files
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ QUANTIZE_MODES = (None, "int8")
 INT8_METHOD = "dynamic"
 
 
-class ExportError(ValueError):
+class ExportError(ParaformerError, ValueError):
     """The model cannot be exported to the graphs the ONNX engine runs."""
 
 
@@ -588,11 +586,7 @@ def _write_side_files(model: Paraformer, files, work: Path) -> None:
         cmvn = getattr(model.frontend, "cmvn", None)
         if cmvn is None:
             raise ExportError("this model has no CMVN (am.mvn); export it from its model directory")
-        shift, scale = (" ".join(f"{v:.9g}" for v in vector.reshape(-1)) for vector in cmvn)
-        size = cmvn[0].size
-        (work / "am.mvn").write_text(
-            f"<Nnet>\n<Splice> {size} {size}\n[ 0 ]\n<AddShift> {size} {size}\n<LearnRateCoef> 0 [ {shift} ]\n"
-            f"<Rescale> {size} {size}\n<LearnRateCoef> 0 [ {scale} ]\n</Nnet>\n", encoding="utf-8")
+        (work / "am.mvn").write_text(cmvn_text(*cmvn), encoding="utf-8")
 
 
 def main(argv: Optional[list[str]] = None) -> None:
