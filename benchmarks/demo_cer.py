@@ -1,4 +1,5 @@
-"""CER table of the demo model: offline (whole file), streaming 600 ms and 480 ms, and the fast paths.
+"""CER table of the demo model: offline (whole file), streaming 600 ms and 480 ms, the fast paths, and the
+onnxruntime engine (fp32 and int8 exports of the same model).
 
     python benchmarks/demo_cer.py --data data/synth/test [--model modelscope_paraformer/demo_model]
 
@@ -8,12 +9,14 @@ Prints a markdown table (the one in README); the test set comes from
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import torch
 
 from modelscope_paraformer import DEMO_MODEL_DIR
-from modelscope_paraformer.core import load_model
-from modelscope_paraformer.core.optimize import optimize_for_inference
+from modelscope_paraformer.core.engines.onnx_export import export_onnx
+from modelscope_paraformer.core.loading import load_for_inference
 from modelscope_paraformer.training.data import read_dataset, validate
 from modelscope_paraformer.training.trainer import evaluate_model
 
@@ -26,18 +29,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     samples = validate(read_dataset(args.data), None)
-    rows = [("offline: whole file, `model.transcribe`", "fp32", None),
-            ("streaming 600 ms `[0, 10, 5]`", "fp32", (0, 10, 5)),
-            ("streaming 480 ms `[0, 8, 4]`", "fp32", (0, 8, 4)),
-            ("streaming 600 ms", "bf16", (0, 10, 5)),
-            ("streaming 600 ms", "int8", (0, 10, 5))]
+    exports = Path(tempfile.mkdtemp(prefix="demo-onnx-"))
+    onnx = {precision: export_onnx(args.model, exports / precision, quantize=quantize)
+            for precision, quantize in (("fp32", None), ("int8", "int8"))}
+    # (row name, engine + precision, model dir, load_for_inference options, chunk_size)
+    rows = [("offline: whole file, `model.transcribe`", "torch fp32", args.model, {}, None),
+            ("streaming 600 ms `[0, 10, 5]`", "torch fp32", args.model, {}, (0, 10, 5)),
+            ("streaming 480 ms `[0, 8, 4]`", "torch fp32", args.model, {}, (0, 8, 4)),
+            ("streaming 600 ms", "torch bf16", args.model, {"dtype": "bf16"}, (0, 10, 5)),
+            ("streaming 600 ms", "torch int8", args.model, {"quantize": "int8"}, (0, 10, 5)),
+            ("streaming 600 ms", "onnxruntime fp32", onnx["fp32"], {}, (0, 10, 5)),
+            ("streaming 600 ms", "onnxruntime int8", onnx["int8"], {"quantize": "int8"}, (0, 10, 5))]
     minutes = sum(sample.length for sample in samples) / 100 / 60
     print(f"{len(samples)} utterances, {minutes:.1f} min, {args.threads} threads\n")
-    print("| decoding | precision | CER % | S | I | D | RTF |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, precision, chunk_size in rows:
-        model = load_model(args.model, mmap=True)
-        optimize_for_inference(model, **({"dtype": "bf16"} if precision == "bf16" else
-                                         {"quantize": "int8"} if precision == "int8" else {}))
+    print("| decoding | engine, precision | CER % | S | I | D | RTF |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, precision, directory, options, chunk_size in rows:
+        model = load_for_inference(directory, num_threads=args.threads, **options)
         report = evaluate_model(model, samples, chunk_size)
         total = report.total
         print(f"| {name} | {precision} | {100 * total.cer:.2f} | {total.substitutions} | {total.insertions} | "

@@ -215,6 +215,10 @@ def optimize_for_inference(model: Paraformer, dtype: str = "fp32", quantize: Opt
     activations; not combinable with bf16); ``num_threads``: torch threads for this process; ``pack``: pre-pack
     weights for oneDNN (:class:`PackedLinear`, :class:`PackedDepthwiseConv`; CPU only; with int8 the convs only).
     """
+    if not isinstance(model, Paraformer):
+        raise TypeError(f"optimize_for_inference converts a PyTorch Paraformer, got {type(model).__name__}; an "
+                        "exported ONNX dir has its precision fixed at export (python -m modelscope_paraformer export "
+                        "--quantize int8)")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if quantize not in QUANTIZE_MODES:
