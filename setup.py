@@ -14,7 +14,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["modelscope_paraformer", "modelscope_paraformer.*"]),
-    package_data={"modelscope_paraformer": ["demo_model/*"]},
+    package_data={"modelscope_paraformer": ["demo_model/*", "serving/static/*"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
@@ -32,8 +32,10 @@ setup(
         "modelscope": ["modelscope[framework]>=1.9"],
         "train": ["pypinyin>=0.50"],
         "export": ["onnx>=1.15"],  # ONNX export and int8 quantisation (onnxruntime.quantization reads onnx)
+        "serve": ["websockets>=13"],  # the WebSocket server (python -m modelscope_paraformer serve)
+        "gradio": ["gradio>=4"],  # app.py: the ModelScope Studio / Hugging Face Spaces demo
         "test": ["modelscope[framework]>=1.9", "pytest", "funasr==1.4.16", "onnx>=1.15", "nbclient", "nbformat",
-                 "ipykernel", "pypinyin>=0.50"],
+                 "ipykernel", "pypinyin>=0.50", "websockets>=13", "selenium>=4.11"],
     },
     entry_points={"console_scripts": ["modelscope-paraformer=modelscope_paraformer.__main__:main"]},
 )

@@ -113,6 +113,29 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the WebSocket server (FunASR's protocol), its browser page and /health until SIGTERM."""
+    from .core.endpoint import EndpointConfig
+    from .core.loading import load_for_inference
+    from .hub import resolve_model_dir
+    from .serving.server import ServerOptions, run_server
+
+    logging.getLogger().setLevel(getattr(logging, args.log_level.upper()))
+    model_dir = _model_dir(args)
+    model = load_for_inference(model_dir, "cpu", args.dtype, args.quantize, args.num_threads)
+    offline = None
+    if args.offline_model:
+        offline = load_for_inference(resolve_model_dir(args.offline_model), "cpu", args.dtype, args.quantize,
+                                     args.num_threads)
+    options = ServerOptions(host=args.host, port=args.port, max_connections=args.max_connections,
+                            max_frame_bytes=args.max_frame_bytes, idle_timeout_s=args.idle_timeout,
+                            max_session_s=args.max_session, max_backlog_s=args.max_backlog,
+                            token=args.token, certfile=args.certfile, keyfile=args.keyfile,
+                            endpoint=EndpointConfig(end_silence_ms=args.end_silence_ms,
+                                                    max_utterance_ms=int(args.max_utterance_s * 1000)))
+    return run_server(model, offline, options, args.max_batch, str(model_dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modelscope_paraformer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,6 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--model-revision")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("serve", help="WebSocket server (FunASR protocol: online / offline / 2pass) and browser page")
+    p.add_argument("--model", help="streaming model dir or hub id (default: the shipped demo model)")
+    p.add_argument("--model-revision")
+    p.add_argument("--offline-model", help="model dir or hub id for offline mode and 2pass-offline sentences "
+                   "(default: the --model re-decodes each segment)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve other machines)")
+    p.add_argument("--port", type=int, default=10095)
+    p.add_argument("--num-threads", type=int)
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--quantize", choices=["int8"], help="dynamic int8 for the Linear layers (CPU)")
+    p.add_argument("--max-batch", type=int, help="streams per engine step (default: all that are ready)")
+    p.add_argument("--max-connections", type=int, default=200)
+    p.add_argument("--max-frame-bytes", type=int, default=1 << 20)
+    p.add_argument("--idle-timeout", type=float, default=60.0, help="seconds without a message before closing")
+    p.add_argument("--max-session", type=float, default=4 * 3600.0, help="seconds one connection may last")
+    p.add_argument("--max-backlog", type=float, default=10.0,
+                   help="seconds of undecoded audio per connection before the server stops reading it")
+    p.add_argument("--end-silence-ms", type=int, default=800, help="silence that ends an utterance")
+    p.add_argument("--max-utterance-s", type=float, default=60.0, help="longest utterance before a forced end")
+    p.add_argument("--token", help="require this access token (?token=... or Authorization: Bearer ...)")
+    p.add_argument("--certfile", help="TLS certificate (wss:// and https://)")
+    p.add_argument("--keyfile", help="TLS private key")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
