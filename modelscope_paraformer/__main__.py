@@ -41,6 +41,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from .core.scheduler import StreamingDecoder
 
     model = _load(args)
+    if args.output:
+        from .jsonl_transcription import transcribe_to_jsonl
+
+        print(transcribe_to_jsonl(model, args.audio, args.output, args.batch_size))
+        return 0
     utterances = list(iter_inputs(args.audio if len(args.audio) > 1 else args.audio[0]))
     if model.streaming:
         results = [StreamingDecoder(model, args.chunk_size).decode_all(u.samples, u.key) for u in utterances]
@@ -149,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quantize", choices=["int8"], help="dynamic int8 for the Linear layers (CPU)")
         p.add_argument("--chunk-size", type=int, nargs=3, default=[0, 10, 5], metavar=("LEFT", "STRIDE", "AHEAD"))
 
-    p = sub.add_parser("transcribe", help="recognise files, a wav.scp or ark: specifiers")
+    p = sub.add_parser("transcribe", help="recognise files, directories, a wav.scp or ark: specifiers")
     p.add_argument("audio", nargs="+")
+    p.add_argument("--output", help="write one JSON line per input here: resumable, sharded over torchrun ranks, "
+                   "unreadable inputs reported in their rows")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print one JSON object (key, text, timestamp) per line")
     common(p)

@@ -228,29 +228,53 @@ def _is_scp(spec: Any) -> bool:
     return isinstance(spec, (str, os.PathLike)) and str(spec).endswith(".scp") and not str(spec).startswith("ark:")
 
 
-def iter_inputs(audio: Any, fs: Optional[int] = None, keys: Optional[Sequence[str]] = None,
-                resample_to_16k: bool = True) -> Iterator[Utterance]:
-    """Yield :class:`Utterance` for one input or a list of inputs (``wav.scp`` files among them expand to their
-    entries); at 16 kHz, or at each input's own rate without ``resample_to_16k`` (a stream resamples statefully
-    itself)."""
-    def utterance(key: str, item: Any, name: Optional[str] = None) -> Utterance:
-        samples, rate = decode_audio(item, fs, name)
-        if resample_to_16k:
-            return Utterance(key, resample(samples, rate), SAMPLE_RATE)
-        return Utterance(key, samples, rate)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".pcm")
 
+
+def _directory_entries(directory: Path) -> list[tuple[str, Path]]:
+    """Every audio file below ``directory`` (sorted), keyed by its path relative to it without the suffix."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise AudioError(f"{directory}: no audio files in this directory (looked for {', '.join(AUDIO_SUFFIXES)})")
+    return [(path.relative_to(directory).with_suffix("").as_posix(), path) for path in files]
+
+
+def list_inputs(audio: Any, keys: Optional[Sequence[str]] = None) -> list[tuple[str, Any]]:
+    """(key, input) pairs, nothing decoded yet: ``wav.scp`` files expand to their entries and directories to
+    every audio file in them (as the pre-1.x pipeline's ``audio_in=<dir>``), each under its own key."""
     items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
     if keys is not None and len(keys) != len(items):
         raise AudioError(f"got {len(keys)} key(s) for {len(items)} input(s): give one key per input")
+    entries: list[tuple[str, Any]] = []
     for index, item in enumerate(items):
         if _is_scp(item):  # its entries, under their own keys
-            for key, spec in read_scp(item):
-                yield utterance(key, spec, f"{key} ({spec})")
-            continue
-        if keys is not None:
-            key = keys[index]
+            entries += read_scp(item)
+        elif isinstance(item, (str, os.PathLike)) and os.path.isdir(item):
+            entries += _directory_entries(Path(item))
+        elif keys is not None:
+            entries.append((keys[index], item))
         elif isinstance(item, (str, os.PathLike)) and not str(item).startswith("ark:"):
-            key = Path(str(item)).stem or f"utt{index}"
+            entries.append((Path(str(item)).stem or f"utt{index}", item))
         else:
-            key = f"utt{index}" if len(items) > 1 else "utt"
-        yield utterance(key, item)
+            entries.append((f"utt{index}" if len(items) > 1 else "utt", item))
+    return entries
+
+
+def read_utterance(key: str, item: Any, fs: Optional[int] = None, resample_to_16k: bool = True) -> Utterance:
+    """Decode one input of :func:`list_inputs` (at 16 kHz, or at its own rate without ``resample_to_16k``)."""
+    # entries of a wav.scp or a directory are named by key and path in errors; a plain file by its path
+    path_input = isinstance(item, (str, os.PathLike))
+    name = f"{key} ({item})" if path_input and Path(str(item)).stem != key else None
+    samples, rate = decode_audio(item, fs, name)
+    if resample_to_16k:
+        return Utterance(key, resample(samples, rate), SAMPLE_RATE)
+    return Utterance(key, samples, rate)
+
+
+def iter_inputs(audio: Any, fs: Optional[int] = None, keys: Optional[Sequence[str]] = None,
+                resample_to_16k: bool = True) -> Iterator[Utterance]:
+    """Yield :class:`Utterance` for one input or a list of inputs (``wav.scp`` files and directories among them
+    expand to their entries); at 16 kHz, or at each input's own rate without ``resample_to_16k`` (a stream
+    resamples statefully itself)."""
+    for key, item in list_inputs(audio, keys):
+        yield read_utterance(key, item, fs, resample_to_16k)
