@@ -4,6 +4,9 @@
     torchrun --nproc_per_node=2 -m modelscope_paraformer.training.train --model DIR --data-dir ... --work-dir ...
 
 ``--architecture config.yaml`` trains from scratch instead of ``--model``. Rerunning a command resumes it.
+``--data-dir`` takes a Kaldi dir, a dir with train/ and validation/ (or dev/) subdirs, or a jsonl file.
+``--lora-rank 8`` trains LoRA adapters only (merged into model.pt on export); ``--freeze 'encoder.*'`` keeps
+matching parameters fixed.
 """
 from __future__ import annotations
 
@@ -45,6 +48,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--cache-features", action="store_true", help="compute features once, keep them in memory")
+    parser.add_argument("--lora-rank", type=int, default=0, help="> 0: train LoRA adapters of this rank only")
+    parser.add_argument("--lora-alpha", type=float, default=16.0)
+    parser.add_argument("--lora-dropout", type=float, default=0.05)
+    parser.add_argument("--lora-targets", help="comma-separated module name patterns (default: SAN-M attention "
+                                               "and feed-forward Linears)")
+    parser.add_argument("--freeze", default="", help="comma-separated parameter name patterns to keep fixed")
     parser.add_argument("--checksum", action="store_true", help="write each rank's parameter checksum to work_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -52,7 +62,10 @@ def main(argv: Optional[list[str]] = None) -> None:
                            architecture=read_yaml(args.architecture) if args.architecture else None,
                            max_epoch=args.max_epoch, max_steps=args.max_steps, batch_bins=args.batch_bins, lr=args.lr,
                            warmup_steps=args.warmup_steps, save_interval_steps=args.save_interval_steps,
-                           precision=args.precision, seed=args.seed, augment=not args.no_augment)
+                           precision=args.precision, seed=args.seed, augment=not args.no_augment,
+                           cache_features=args.cache_features, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+                           lora_dropout=args.lora_dropout, freeze=args.freeze,
+                           **({"lora_targets": args.lora_targets} if args.lora_targets else {}))
     trainer = ParaformerTrainer(config)
     trainer.train()
     if args.checksum:

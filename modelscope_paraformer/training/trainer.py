@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -32,9 +33,17 @@ from ..core.model import Paraformer
 from ..core.model_dir import atomic_write, find_model_files
 from ..core.scheduler import StreamingDecoder
 from ..core.tokenizer import CharTokenizer
-from .data import FeatureDataset, Sample, bucket_batches, iterate_batches, read_dataset, validate
+from .data import FeatureDataset, Sample, bucket_batches, iterate_batches, validate
+from .export import modern_config
+from .lora import DEFAULT_TARGETS, LoraError, apply_lora, freeze, merged_state_dict, trainable_report
 from .loss import paraformer_loss
 from .metrics import CerReport
+from .sources import DataSplits, describe, fingerprint, resolve_data
+
+try:
+    import resource  # peak RSS; POSIX only
+except ImportError:  # Windows
+    resource = None
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +53,9 @@ class TrainerConfig:
     """Options of :class:`ParaformerTrainer`; names follow the old ModelScope ASR trainer where they exist."""
 
     work_dir: str
-    data_dir: str
+    data_dir: Any  # a path (Kaldi dir, train/ + validation/ dirs, jsonl), ASRDataset / MsDataset / datasets splits
     model: Optional[str] = None  # base model dir or hub id; None trains ``architecture`` from scratch
-    valid_dir: Optional[str] = None  # default: a held-out 2 % of data_dir
+    valid_dir: Any = None  # default: data_dir's validation split, else a held-out 2 % of data_dir
     model_revision: Optional[str] = None
     architecture: Optional[dict[str, Any]] = None  # config.yaml mapping for training from scratch
     max_epoch: int = 10
@@ -69,6 +78,11 @@ class TrainerConfig:
     decoder_chunk_look_back: int = 1
     log_interval: int = 20
     max_steps: Optional[int] = None  # stop early (tests, smoke runs)
+    lora_rank: int = 0  # > 0: train rank-r adapters on lora_targets only, merged into the weights on export
+    lora_alpha: float = 16.0  # adapter scaling alpha / rank
+    lora_dropout: float = 0.05
+    lora_targets: Sequence[str] = DEFAULT_TARGETS  # module name patterns (fnmatch) of the Linears to adapt
+    freeze: Sequence[str] = ()  # parameter name patterns (fnmatch) kept fixed, e.g. ("encoder.*",)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +97,14 @@ class TrainerConfig:
             setattr(self, name, _number(name, getattr(self, name), float, 0.0))
             if getattr(self, name) == 0.0:
                 raise ValueError(f"{name} must be > 0")
+        self.lora_rank = _number("lora_rank", self.lora_rank, int, 0)
+        self.lora_alpha = _number("lora_alpha", self.lora_alpha, float, 0.0)
+        self.lora_dropout = _number("lora_dropout", self.lora_dropout, float, 0.0)
+        if self.lora_alpha == 0.0 or self.lora_dropout >= 1.0:
+            raise ValueError(f"lora_alpha must be > 0 and lora_dropout < 1, got {self.lora_alpha}, {self.lora_dropout}")
+        self.lora_targets, self.freeze = _patterns("lora_targets", self.lora_targets), _patterns("freeze", self.freeze)
+        if self.lora_rank and not self.lora_targets:
+            raise ValueError("lora_targets is empty: name the Linear modules to adapt, e.g. '*.self_attn.linear_out'")
         if self.precision not in ("fp32", "fp16", "bf16"):
             raise ValueError(f"precision must be fp32, fp16 or bf16, got {self.precision!r}")
         self.chunk_size = check_chunk_size(self.chunk_size, self.encoder_chunk_look_back, self.decoder_chunk_look_back)
@@ -90,15 +112,29 @@ class TrainerConfig:
     def run_settings(self) -> dict[str, Any]:
         """What a checkpoint in ``work_dir`` must agree with to be resumed (not: epochs, logging, device)."""
         keys = ("model_revision", "architecture", "batch_bins", "lr", "accum_grad", "warmup_steps", "seed", "chunk_size")
-        paths = {key: _local_path(getattr(self, key)) for key in ("data_dir", "valid_dir", "model")}
-        return _jsonable({**paths, **{key: getattr(self, key) for key in keys}})
+        paths = {key: describe(getattr(self, key)) for key in ("data_dir", "valid_dir", "model")}
+        # only when used, so that work dirs of runs from before these options still resume
+        tuning = {"lora": [self.lora_rank, self.lora_alpha, self.lora_dropout, list(self.lora_targets)]
+                  if self.lora_rank else None, "freeze": list(self.freeze) or None}
+        return _jsonable({**paths, **{key: getattr(self, key) for key in keys},
+                          **{key: value for key, value in tuning.items() if value is not None}})
+
+    def summary(self) -> dict[str, Any]:
+        """The options as JSON-friendly values (data objects by description, not copied), for training.json."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values.update(data_dir=describe(self.data_dir), valid_dir=describe(self.valid_dir))
+        return _jsonable(values)
 
 
-def _local_path(value: Any) -> Optional[str]:
-    """An existing local path made absolute (the same run from another cwd is the same run); else as given."""
+def _patterns(name: str, value: Any) -> tuple[str, ...]:
+    """Name patterns from a sequence or a comma-separated string."""
     if value is None:
-        return None
-    return str(Path(value).resolve()) if Path(value).exists() else str(value)
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{name} must be name patterns (strings), got {value!r}")
+    return tuple(item.strip() for item in value if item.strip())
 
 
 def _number(name: str, value: Any, kind: type, minimum: float) -> Any:
@@ -173,6 +209,7 @@ class ParaformerTrainer:
         self.device = self._pick_device(config.device)
         self._random_seed(config.seed)
         self.model, self.cmvn_path = self._build_model()
+        self._adapt(self.model)
         self.model.to(self.device)
 
     # ----- setup -------------------------------------------------------------------------------------
@@ -201,7 +238,10 @@ class ParaformerTrainer:
     def _build_model(self) -> tuple[Paraformer, Path]:
         """The base model (or a fresh one from ``architecture``) and the am.mvn it normalises with."""
         c = self.config
-        self.train_samples = read_dataset(c.data_dir)
+        self.data: DataSplits = resolve_data(c.data_dir, c.valid_dir, self.work_dir)
+        self.train_samples = self.data.train
+        logger.info("training data: %s (%d rows%s)", self.data.description, len(self.data.train),
+                    f", {len(self.data.valid)} validation rows" if self.data.valid is not None else "")
         if c.model is not None:
             from ..hub import resolve_model_dir
 
@@ -225,6 +265,30 @@ class ParaformerTrainer:
         self.tokenizer = model.tokenizer
         return model, cmvn_path
 
+    def _adapt(self, model: Paraformer) -> None:
+        """LoRA adapters and frozen parameters as configured; logs what trains."""
+        c = self.config
+        if c.lora_rank:
+            chosen = apply_lora(model, c.lora_rank, c.lora_alpha, c.lora_targets, c.lora_dropout)
+            logger.info("LoRA rank %d, alpha %g on %d Linear modules (%s)", c.lora_rank, c.lora_alpha, len(chosen),
+                        ", ".join(c.lora_targets))
+        if c.freeze:
+            logger.info("frozen: %d parameter tensors matching %s", len(freeze(model, c.freeze)), list(c.freeze))
+        self.trainable = trainable_report(model)
+        if not self.trainable.trainable:
+            raise LoraError(f"nothing left to train: freeze {list(c.freeze)} covers every parameter")
+        logger.info("%s", self.trainable)
+
+    def run_settings(self) -> dict[str, Any]:
+        """The config's run settings, with in-memory data (row lists, datasets) identified by its content."""
+        settings = self.config.run_settings()
+        for key, value, samples in (("data_dir", self.config.data_dir, self.data.train),
+                                    ("valid_dir", self.config.valid_dir, self.data.valid)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                everything = list(samples or []) + (list(self.data.valid or []) if key == "data_dir" else [])
+                settings[key] = f"rows sha256:{fingerprint(everything)}"
+        return settings
+
     def _barrier(self) -> None:
         if self.world_size > 1:
             torch.distributed.barrier()
@@ -233,13 +297,17 @@ class ParaformerTrainer:
         """Usable training and validation samples (a held-out 2 % of the training data without ``valid_dir``)."""
         c = self.config
         samples = validate(self.train_samples, self.tokenizer)
-        if c.valid_dir:
-            train, valid = samples, validate(read_dataset(c.valid_dir), self.tokenizer)
+        if self.data.valid is not None:
+            train, valid = samples, validate(self.data.valid, self.tokenizer)
         else:
             shuffled = sorted(samples, key=lambda s: s.key)
             random.Random(c.seed).shuffle(shuffled)
             held_out = max(1, len(shuffled) // 50)
             train, valid = shuffled[held_out:], shuffled[:held_out]
+            if self.rank == 0:
+                logger.warning("no validation split in %s: holding out %d of %d utterances for validation (pass "
+                               "valid_dir, or a 'validation' split, to choose them)", self.data.description,
+                               held_out, len(samples))
         for name, kept, source in (("training", train, c.data_dir), ("validation", valid, c.valid_dir or c.data_dir)):
             if not kept:
                 raise ValueError(f"no usable {name} utterances in {source} ({len(samples)} of "
@@ -268,10 +336,10 @@ class ParaformerTrainer:
                 path.replace(damaged)
             logger.warning("cannot resume from %s (%s; moved to %s); starting from the beginning", path, error, damaged)
             return None
-        before, now = state.get("settings"), self.config.run_settings()
+        before, now = state.get("settings"), self.run_settings()
         if before is not None and before != now:
-            changed = ", ".join(f"{key}: {before.get(key)!r} -> {now[key]!r}" for key in now
-                                if before.get(key) != now[key])
+            changed = ", ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in {**before, **now}
+                                if before.get(key) != now.get(key))
             raise ValueError(f"{self.work_dir} holds a run with other settings ({changed}); use a new work_dir, "
                              f"or delete {self.checkpoint_dir} to start over")
         return state
@@ -294,7 +362,8 @@ class ParaformerTrainer:
         lengths = [sample.length or 300 for sample in train_samples]
         module = LossModule(self.model, c)
         wrapped = nn.parallel.DistributedDataParallel(module) if self.world_size > 1 else module
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(0.9, 0.98), eps=1e-9)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # LoRA / freeze leave the rest
+        optimizer = torch.optim.Adam(trainable, lr=c.lr, betas=(0.9, 0.98), eps=1e-9)
         scaler = torch.amp.GradScaler(enabled=c.precision == "fp16" and self.device.type == "cuda")
         step, start_epoch, skip_batches, scores = 0, 1, 0, {}
         resume = self._load_resume_state()
@@ -324,7 +393,7 @@ class ParaformerTrainer:
             self.model.train()
             progress = tqdm(total=len(batches), initial=skip_batches, desc=f"epoch {epoch}",
                             disable=self.rank != 0 or not c.extra.get("progress", True), dynamic_ncols=True)
-            running, started = [], time.time()
+            running, started, stepped = [], time.time(), 0
             optimizer.zero_grad(set_to_none=True)  # a partial accumulation group of the last epoch is dropped
             for index, batch in enumerate(iterate_batches(train_set, batches[skip_batches:], c.num_workers),
                                           start=skip_batches):
@@ -340,7 +409,7 @@ class ParaformerTrainer:
                     for group in optimizer.param_groups:
                         group["lr"] = warmup_lr(step, c.lr, c.warmup_steps)
                     scaler.unscale_(optimizer)
-                    norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+                    norm = nn.utils.clip_grad_norm_(trainable, c.grad_clip)
                     if torch.isfinite(norm):
                         scaler.step(optimizer)
                     else:
@@ -348,6 +417,7 @@ class ParaformerTrainer:
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                 running.append((out.loss.item(), out.accuracy))
+                stepped += 1
                 progress.update(1)
                 if step and step % c.log_interval == 0 and running:
                     loss, acc = np.mean([r[0] for r in running]), np.mean([r[1] for r in running])
@@ -361,22 +431,39 @@ class ParaformerTrainer:
                     break
             progress.close()
             skip_batches = 0
+            self._record_resources(stepped, time.time() - started)  # before validation and saving add theirs
             valid_loss = self._valid_loss(valid_set)
             scores[str(epoch)] = valid_loss
             logger.info("epoch %d done in %.0f s, valid loss %.4f", epoch, time.time() - started, valid_loss)
-            self._save_state(self.checkpoint_dir / f"epoch_{epoch}.pt", {"model": self._cpu_state()})
+            # epoch checkpoints hold merged weights (the base keys): averaging A and B apart would not
+            # average the updates B @ A
+            self._save_state(self.checkpoint_dir / f"epoch_{epoch}.pt", {"model": merged_state_dict(self.model)})
             self._save_state(self.checkpoint_dir / "last.pt", self._state(optimizer, step, epoch + 1, 0, scores))
             self._barrier()
             if c.max_steps and step >= c.max_steps:
                 break
         return self._export(scores)
 
+    def _record_resources(self, batches: int, seconds: float) -> None:
+        """Peak memory (process RSS; CUDA allocations on a GPU) and time per batch so far, logged and kept
+        for training.json: what sizing a run on a small instance needs."""
+        record = {"trainable_parameters": self.trainable.trainable,
+                  "total_parameters": self.trainable.total - self.trainable.adapters}
+        if resource is not None:
+            record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+        if batches:
+            record["seconds_per_batch"] = round(seconds / batches, 3)
+        if self.device.type == "cuda":
+            record["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20)
+        self.resources = {**getattr(self, "resources", {}), **record}
+        logger.info("resources: %s", ", ".join(f"{k} {v}" for k, v in self.resources.items()))
+
     def _cpu_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
     def _state(self, optimizer, step: int, epoch: int, batches_done: int, scores: dict) -> dict[str, Any]:
         return {"model": self._cpu_state(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
-                "batches_done": batches_done, "scores": dict(scores), "settings": self.config.run_settings()}
+                "batches_done": batches_done, "scores": dict(scores), "settings": self.run_settings()}
 
     @torch.no_grad()
     def _valid_loss(self, valid_set: FeatureDataset) -> float:
@@ -402,14 +489,16 @@ class ParaformerTrainer:
             paths = [self.checkpoint_dir / f"epoch_{epoch}.pt" for epoch in best]
             states = [state for state in map(self._read_epoch, paths) if state is not None]
             if not states:
-                averaged = self._cpu_state()
+                averaged = merged_state_dict(self.model)
             else:
                 averaged = {key: (sum(s[key].double() for s in states) / len(states)).to(states[0][key].dtype)
                             if states[0][key].is_floating_point() else states[0][key] for key in states[0]}
             logger.info("averaging epochs %s into %s", ", ".join(best), out)
-            save_model_dir(self.model, out, self.model.config.raw, self.cmvn_path, averaged)
+            save_model_dir(self.model, out, modern_config(self.model.config.raw, self.model.config), self.cmvn_path,
+                           averaged)
             atomic_write(out / "training.json", lambda tmp: Path(tmp).write_text(json.dumps(
-                {"averaged_epochs": best, "valid_loss": scores, "config": _jsonable(asdict(self.config))},
+                {"averaged_epochs": best, "valid_loss": scores, "data": self.data.description,
+                 "resources": getattr(self, "resources", {}), "config": self.config.summary()},
                 indent=2, ensure_ascii=False)))
         self._barrier()
         return out
@@ -428,10 +517,13 @@ class ParaformerTrainer:
     # ----- evaluation --------------------------------------------------------------------------------
     def evaluate(self, data_dir: Optional[str] = None, model_dir: Optional[str] = None,
                  chunk_size: Sequence[int] = (0, 10, 5)) -> dict[str, Any]:
-        """CER of ``model_dir`` (default: the trained output, else the current weights) on ``data_dir``."""
+        """CER of ``model_dir`` (default: the trained output, else the current weights) on ``data_dir`` (any
+        form ``data_dir`` takes; its validation split when it has one). Default data: the training data's
+        validation split, else all of ``data_dir``."""
         directory = model_dir or (self.work_dir / "model" if (self.work_dir / "model" / "model.pt").is_file() else None)
         model = load_model(directory) if directory else self.model.eval()
-        samples = validate(read_dataset(data_dir or self.config.valid_dir or self.config.data_dir), None)
+        splits = resolve_data(data_dir, None, self.work_dir) if data_dir is not None else self.data
+        samples = validate(splits.valid if splits.valid is not None else splits.train, None)
         return evaluate_model(model, samples, chunk_size).as_dict()
 
 
