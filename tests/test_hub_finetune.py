@@ -112,6 +112,24 @@ def test_tutorial_script_on_a_local_dataset(small_models, split_dir, clips, tmp_
     assert asr_pipeline(out)(str(clips[0][1]))[0]["text"] == expected
 
 
+def test_build_trainer_imported_before_this_package_is_routed(small_models, split_dir, tmp_path):
+    """The other import order: modelscope's build_trainer bound first, modelscope_paraformer imported after."""
+    import subprocess
+
+    script = f"""
+from modelscope.metainfo import Trainers
+from modelscope.trainers import build_trainer
+import modelscope_paraformer
+trainer = build_trainer(Trainers.speech_asr_trainer, default_args=dict(
+    model={str(small_models['online'])!r}, data_dir={str(split_dir)!r}, work_dir={str(tmp_path / 'exp')!r}))
+print(type(trainer).__name__, trainer.trainer.model.streaming)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["ParaformerModelScopeTrainer", "True"]
+
+
 def test_speech_asr_trainer_names_what_to_use_for_other_models(small_models, split_dir, tmp_path):
     from modelscope.metainfo import Trainers
     from modelscope.trainers import build_trainer
@@ -293,7 +311,8 @@ def test_legacy_layout_finetunes_to_a_1x_dir(small_models, split_dir, clips, tmp
     assert (config["model"], config["encoder"], config["decoder"], config["predictor"], config["frontend"]) == (
         *expected_names, "ParaformerSANMDecoder", "CifPredictorV2", "WavFrontend")
     assert "token_list" not in config
-    assert json.loads((out / "tokens.json").read_text()) == json.loads((small_models[variant] / "tokens.json").read_text())
+    tokens = json.loads((small_models[variant] / "tokens.json").read_text())
+    assert json.loads((out / "tokens.json").read_text()) == tokens
     configuration = json.loads((out / "configuration.json").read_text())
     assert configuration["pipeline"]["type"] == "paraformer-asr"
     assert configuration["file_path_metas"]["init_param"] == "model.pt"

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.errors import ParaformerError
 from ..core.model_dir import atomic_write
-from .data import Sample, read_dataset, read_kaldi_dir
+from .data import Sample, read_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +150,10 @@ def _read_mapping(data: Any, name: str, work_dir: Optional[Path]) -> DataSplits:
     raw = data.get("raw_data_dir") if hasattr(data, "get") else None
     if raw and Path(raw).is_dir():
         train_dir, valid_dir = _split_dirs(Path(raw))
-        if train_dir is not None and train_dir.is_dir():
-            # the Kaldi files themselves: pairs audio and text by key, and errors point to their lines
-            logger.info("%s: reading the Kaldi dirs under raw_data_dir %s", name, raw)
-            return DataSplits(read_kaldi_dir(train_dir), read_kaldi_dir(valid_dir) if valid_dir else None,
+        if train_dir is not None:
+            # the files themselves: audio and text paired by key, and errors point to their lines
+            logger.info("%s: reading the data dirs under raw_data_dir %s", name, raw)
+            return DataSplits(read_dataset(train_dir), read_dataset(valid_dir) if valid_dir else None,
                               f"{train_dir}" + (f" and {valid_dir}" if valid_dir else ""))
     train_name = next((key for key in TRAIN_SPLITS if key in keys), None)
     if train_name is None:
