@@ -216,8 +216,8 @@ class _EncoderStack(nn.Module):
         return normed.reshape(batch, steps, size), presents
 
 
-class OfflineEncoderGraph(nn.Module):
-    """features (B,T,F), lengths (B,) -> hidden (B,T,D), alphas (B,T)."""
+class _EncoderGraph(nn.Module):
+    """What both encoder graphs hold: the layer stack, the predictor and the input embedding."""
 
     def __init__(self, model: Paraformer):
         super().__init__()
@@ -226,12 +226,19 @@ class OfflineEncoderGraph(nn.Module):
         self.positions = _Positions(model.config.input_size)
         self.scale = float(model.encoder.output_size ** 0.5)
 
+    def embed(self, features: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """features * sqrt(D) + the sinusoid of position ``frames + 1`` (absolute LFR frame indices (B,T))."""
+        return features * self.scale + self.positions((frames + 1).to(torch.float32))
+
+
+class OfflineEncoderGraph(_EncoderGraph):
+    """features (B,T,F), lengths (B,) -> hidden (B,T,D), alphas (B,T)."""
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
         batch, steps, feature_dim = features.shape
         arange = torch.arange(steps, dtype=torch.int64)
         valid = arange[None, :] < lengths[:, None]
-        positions = (arange + 1).to(torch.float32)[None, :].expand(batch, -1)
-        x = (features * self.scale + self.positions(positions)).reshape(batch * steps, feature_dim)
+        x = self.embed(features, arange[None, :].expand(batch, -1)).reshape(batch * steps, feature_dim)
         fvalid = valid.to(torch.float32)
         hidden, _ = self.stack(x, batch, steps, fvalid.reshape(batch * steps, 1), valid.to(torch.int32))
         alphas = self.predictor.frame_weights(hidden * fvalid[:, :, None]) * fvalid
@@ -312,21 +319,14 @@ class OfflineDecoderGraph(nn.Module):
         return ids
 
 
-class EncoderChunkGraph(nn.Module):
+class EncoderChunkGraph(_EncoderGraph):
     """features (B,T,F) raw window, start (B,) int64, cache (B, L*2*H, Tc, dk) -> hidden, alphas,
     new_kv (B, L*2*H, Tc+T, dk) (the cache followed by this window's keys/values, per layer k then v)."""
-
-    def __init__(self, model: Paraformer):
-        super().__init__()
-        self.stack = _EncoderStack(model)
-        self.predictor = model.predictor
-        self.positions = _Positions(model.config.input_size)
-        self.scale = float(model.encoder.output_size ** 0.5)
 
     def forward(self, features: torch.Tensor, start: torch.Tensor, cache: torch.Tensor):
         batch, steps, feature_dim = features.shape
         absolute = start[:, None] + torch.arange(steps, dtype=torch.int64)[None, :]
-        x = features * self.scale + self.positions((absolute + 1).to(torch.float32))
+        x = self.embed(features, absolute)
         x = x * (absolute >= 0).to(torch.float32)[:, :, None]  # the initial zero overlap
         pasts = cache.split(self.stack.heads, dim=1)
         hidden, presents = self.stack(x.reshape(batch * steps, feature_dim), batch, steps, pasts=pasts)
