@@ -205,7 +205,7 @@ def test_batched_streaming_steady_state_equals_single(small_models, speech):
                 streamer.feed(i, audio[k * stride:(k + 1) * stride], is_final=(k + 1) * stride >= len(audio))
         streamer.run_until_idle()
         # after a uniform step every stream's cache is a view of the step's batch caches (its group)
-        uniform_steps += any(s.encoder_cache is not None and bool(s.encoder_cache.group)
+        uniform_steps += any(s.encoder_cache is not None and s.encoder_cache.group is not None
                              for s in streamer.streams.values())
     assert {i: streamer.result(i).token_ids for i in audios} == expected
     assert uniform_steps >= 5 and all(expected.values())  # the steps after which no stream had finished

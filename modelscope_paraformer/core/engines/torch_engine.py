@@ -47,13 +47,16 @@ logger = logging.getLogger(__name__)
 class _KV:
     """Per-layer keys/values (1, heads, length, d_k) of one stream; ``length`` is the same in every layer.
 
-    ``group`` and ``row``: the step's batch caches these are views of, and this stream's row in them.
+    ``shared``: the rows are views of one batch tensor per layer; ``group`` and ``row``: after a uniform step,
+    the batch caches they are views of (reused as they are when the same streams step together again) and this
+    stream's row in them.
     """
 
     keys: list[torch.Tensor] = field(default_factory=list)
     values: list[torch.Tensor] = field(default_factory=list)
     group: Optional[list[LayerCache]] = None
     row: int = 0
+    shared: bool = False
 
     @property
     def length(self) -> int:
@@ -61,10 +64,10 @@ class _KV:
 
     def detach_from_batch(self) -> None:
         """Copy the rows out, so that an idle stream does not pin a whole batch tensor."""
-        if self.group is not None:
+        if self.shared:
             self.keys = [t.clone() for t in self.keys]
             self.values = [t.clone() for t in self.values]
-            self.group = None
+            self.group, self.shared = None, False
 
 
 @dataclass
@@ -149,16 +152,13 @@ def _stream_caches(keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
                    group: Optional[list[LayerCache]] = None) -> list[_KV]:
     """Per-stream caches from per-layer batch keys/values (right-aligned; ``kept``: valid frames per row)."""
     batch = keys[0].size(0)
-    caches = [_KV(group=group, row=row) for row in range(batch)]
+    caches = [_KV(group=group, row=row, shared=True) for row in range(batch)]
     for key, value in zip(keys, values):
         key_rows = key.split(1) if kept is None else _split_rows(key, kept)
         value_rows = value.split(1) if kept is None else _split_rows(value, kept)
         for kv, key_row, value_row in zip(caches, key_rows, value_rows):
             kv.keys.append(key_row)
             kv.values.append(value_row)
-    if group is None:  # gathered copies whose rows still share one tensor per layer
-        for kv in caches:
-            kv.group = []
     return caches
 
 
@@ -254,7 +254,7 @@ class TorchEngine:
         each layer's new cache is a time slice of the batch, as for a single stream. When the same streams
         stepped together last time, their batch caches are used as they are instead of re-concatenated."""
         group = cached[0].group
-        reuse = (bool(group) and len(cached) == group[0].key.size(0)
+        reuse = (group is not None and len(cached) == group[0].key.size(0)
                  and all(kv.group is group and kv.row == row for row, kv in enumerate(cached)))
         new_group = []
         for number, layer in enumerate(self.model.encoder.layers):
