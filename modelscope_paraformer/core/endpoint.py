@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .vad import frame_energy_db
+
 
 @dataclass(frozen=True)
 class EndpointConfig:
@@ -75,10 +77,7 @@ class Endpointer:
         whole = len(data) // self.frame
         events: list[tuple[str, int]] = []
         if whole:
-            frames = data[: whole * self.frame].reshape(whole, self.frame)
-            power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / self.frame
-            energies = 10.0 * np.log10(power + 1e-10)
-            for k, energy in enumerate(energies):
+            for k, energy in enumerate(frame_energy_db(data[: whole * self.frame], self.frame)):
                 event = self._frame(float(energy))
                 if event == "start":
                     events.append(("start", (k + 1 - self.config.onset_frames) * self.frame - carried))

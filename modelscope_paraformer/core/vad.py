@@ -33,14 +33,15 @@ class VadConfig:
     margin_frames: int = 10  # silence kept on each side of a segment
 
 
-def frame_energy_db(samples: np.ndarray) -> np.ndarray:
-    """Log energy (dB re full scale) of consecutive 10 ms frames; a last partial frame is included."""
-    whole = len(samples) // FRAME
-    frames = samples[: whole * FRAME].reshape(whole, FRAME)  # a view: no copy of long inputs
-    power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / FRAME
-    if len(samples) > whole * FRAME:
-        tail = samples[whole * FRAME:].astype(np.float64)
-        power = np.append(power, np.dot(tail, tail) / FRAME)
+def frame_energy_db(samples: np.ndarray, frame: int = FRAME) -> np.ndarray:
+    """Log energy (dB re full scale) of consecutive frames of ``frame`` samples (10 ms at 16 kHz by default); a
+    last partial frame is included."""
+    whole = len(samples) // frame
+    frames = samples[: whole * frame].reshape(whole, frame)  # a view: no copy of long inputs
+    power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frame
+    if len(samples) > whole * frame:
+        tail = samples[whole * frame:].astype(np.float64)
+        power = np.append(power, np.dot(tail, tail) / frame)
     return 10.0 * np.log10(power + 1e-10)
 
 

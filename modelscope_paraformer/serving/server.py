@@ -29,6 +29,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from ..core.audio import to_float32
 from ..core.endpoint import EndpointConfig, Segmenter
 from ..core.errors import ParaformerError
 from . import protocol
@@ -289,7 +290,7 @@ class Connection:
         pcm = np.frombuffer(data[: len(data) - len(self.odd_byte)], dtype="<i2")
         if not pcm.size:
             return
-        samples = pcm.astype(np.float32) / 32768.0
+        samples = to_float32(pcm)
         rate = config.audio_fs
         # only utterances go on, each closed at its endpoint: long sessions stay bounded, pauses cost nothing
         for piece, ends, start in self.segmenter.accept(samples):
