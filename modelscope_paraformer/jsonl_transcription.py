@@ -45,6 +45,10 @@ def _read_rows(path: Path) -> dict[str, dict]:
     return rows
 
 
+def _jsonl(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def _barrier(world: int) -> None:
     """Wait for every rank (torch.distributed, gloo: CPU and GPU machines alike)."""
     if world > 1:
@@ -70,7 +74,7 @@ def transcribe_to_jsonl(model: Any, audio: Sequence[Any], output: os.PathLike | 
     part = output.with_name(f"{output.name}.part-{rank}-of-{world}")
     resumed = _read_rows(part)
     if part.exists():  # rewritten with its whole rows only: a killed run may have torn the last one
-        kept = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in resumed.values())
+        kept = _jsonl(resumed.values())
         atomic_write(part, lambda tmp: Path(tmp).write_text(kept, encoding="utf-8"))
     done = {**_read_rows(output), **resumed}
     mine = [(key, item) for index, (key, item) in enumerate(entries) if index % world == rank and key not in done]
@@ -100,8 +104,7 @@ def _transcribe_batch(model: Any, batch: list[tuple[str, Any]], batch_size: int)
 
 
 def _write(out, rows: Iterable[dict]) -> None:
-    for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    out.write(_jsonl(rows))
     out.flush()
     os.fsync(out.fileno())  # a row on disk is a row a resumed run skips
 
@@ -116,7 +119,7 @@ def _merge(output: Path, keys: list[str], world: int) -> None:
     if missing:
         raise IncompleteOutputError(f"{len(missing)} inputs have no row (e.g. {missing[0]}); run the command again to "
                            "transcribe them")
-    text = "".join(json.dumps(rows[key], ensure_ascii=False) + "\n" for key in keys)
+    text = _jsonl(rows[key] for key in keys)
     atomic_write(output, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     for part in parts:
         part.unlink(missing_ok=True)
