@@ -36,6 +36,18 @@ def _load(args: argparse.Namespace):
     return load_for_inference(_model_dir(args), "cpu", args.dtype, args.quantize, args.num_threads)
 
 
+def _transcriber(args: argparse.Namespace, model):
+    """The composite (VAD, punctuation, hotwords) when the arguments or the model dir ask for it, else None."""
+    from .composition import build_transcriber
+
+    options = {"vad_model": args.vad_model, "punc_model": args.punc_model} if args.no_companions else {}
+    options.update({key: value for key, value in (("vad_model", args.vad_model), ("punc_model", args.punc_model))
+                    if value is not None})
+    transcriber = build_transcriber(model, _model_dir(args), options)
+    wants_composite = transcriber.vad or transcriber.punctuator or args.hotword or args.sentence_timestamp
+    return transcriber if wants_composite else None
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from .core.audio import iter_inputs
     from .core.scheduler import StreamingDecoder
@@ -47,6 +59,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         print(transcribe_to_jsonl(model, args.audio, args.output, args.batch_size))
         return 0
     utterances = list(iter_inputs(args.audio if len(args.audio) > 1 else args.audio[0]))
+    transcriber = _transcriber(args, model)
+    if transcriber is not None:
+        options = {"sentence_timestamp": args.sentence_timestamp}
+        if args.hotword is not None:
+            options["hotwords"] = args.hotword
+        for result in transcriber.transcribe([u.samples for u in utterances], [u.key for u in utterances],
+                                             batch_size=args.batch_size, **options):
+            print(json.dumps(result, ensure_ascii=False) if args.json else f"{result['key']}\t{result['text']}")
+        return 0
     if model.streaming:
         results = [StreamingDecoder(model, args.chunk_size).decode_all(u.samples, u.key) for u in utterances]
     else:
@@ -160,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "unreadable inputs reported in their rows")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print one JSON object (key, text, timestamp) per line")
+    p.add_argument("--vad-model", help="FSMN-VAD dir or hub id (e.g. fsmn-vad): segment long audio at speech "
+                   "boundaries, as FunASR's vad_model")
+    p.add_argument("--punc-model", help="CT-Transformer punctuation dir or hub id (e.g. ct-punc)")
+    p.add_argument("--no-companions", action="store_true",
+                   help="ignore the vad_model / punc_model that the model dir's configuration.json names")
+    p.add_argument("--hotword", help="hotwords for a SeACo Paraformer: space-separated words or a file (one per line)")
+    p.add_argument("--sentence-timestamp", action="store_true", help="add sentence_info (text, start, end) to --json")
     common(p)
     p.set_defaults(func=cmd_transcribe)
 

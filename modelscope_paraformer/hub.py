@@ -10,6 +10,17 @@ from .core import ModelDirError
 
 logger = logging.getLogger(__name__)
 
+# FunASR's short model names (its ModelScope name map) for the models this package runs
+FUNASR_NAMES = {
+    "paraformer": "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
+    "paraformer-zh": "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
+    "paraformer-zh-streaming": "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online",
+    "paraformer-en": "iic/speech_paraformer-large-vad-punc_asr_nat-en-16k-common-vocab10020",
+    "fsmn-vad": "iic/speech_fsmn_vad_zh-cn-16k-common-pytorch",
+    "ct-punc": "iic/punc_ct-transformer_cn-en-common-vocab471067-large",
+    "ct-punc-c": "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch",
+}
+
 
 def _looks_like_path(model: str) -> bool:
     """Hub ids are ``owner/name``; anything else that is missing locally is a mistyped path, not a hub id."""
@@ -17,7 +28,8 @@ def _looks_like_path(model: str) -> bool:
 
 
 def resolve_model_dir(model: Union[str, os.PathLike], model_revision: Optional[str] = None) -> Path:
-    """Return the local directory of ``model``: an existing directory (never touches the network) or a hub id.
+    """Return the local directory of ``model``: an existing directory (never touches the network) or a hub id
+    (FunASR's short names such as ``fsmn-vad`` or ``ct-punc`` included).
 
     A hub id is fetched with ``modelscope.snapshot_download(model, revision=model_revision)`` (modelscope is
     imported only then); a missing path or a failed download raises :class:`ModelDirError`.
@@ -25,7 +37,7 @@ def resolve_model_dir(model: Union[str, os.PathLike], model_revision: Optional[s
     path = Path(model).expanduser()
     if path.is_dir():
         return path.resolve()
-    name = str(model)
+    name = FUNASR_NAMES.get(str(model), str(model))
     if _looks_like_path(name):
         raise ModelDirError(f"model directory not found: {name}")
     try:

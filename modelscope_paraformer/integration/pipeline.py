@@ -28,6 +28,7 @@ from ..core.audio import SAMPLE_RATE, Utterance
 from ..core.batching import group_by_length
 from ..core.chunking import check_chunk_size
 from ..core.errors import ParaformerError
+from ..composition import build_transcriber
 from ..hub import resolve_model_dir
 from .model import ParaformerForASR
 from .preprocessor import ParaformerAudioPreprocessor
@@ -40,7 +41,11 @@ STREAMING_MODE = "paraformer_streaming"
 SESSION_KEY = "session"  # where a streaming session lives inside the caller's cache dict
 DECODER_OPTIONS = ("chunk_size", "encoder_chunk_look_back", "decoder_chunk_look_back")
 STREAM_OPTIONS = ("cache", "is_final", *DECODER_OPTIONS)
-KNOWN_OPTIONS = {*STREAM_OPTIONS, "fs", "key", "batch_size", "batch_size_s"}
+COMPOSITE_OPTIONS = ("sentence_timestamp", "return_raw_text", "batch_size_threshold_s")
+# accepted and needless here: timestamps always come with offline results
+TIMESTAMP_FLAGS = ("output_timestamp", "pred_timestamp", "return_time_stamps")
+KNOWN_OPTIONS = {*STREAM_OPTIONS, *COMPOSITE_OPTIONS, *TIMESTAMP_FLAGS, "fs", "key", "batch_size", "batch_size_s",
+                 "hotword"}
 DEFAULT_BATCH_SIZE = 8
 ALIASES = {"audio_fs": "fs"}  # the pre-1.x pipeline's name for it
 
@@ -95,10 +100,15 @@ class ParaformerASRPipeline(Pipeline):
     A streaming session is the caller's ``cache`` dict: the pipeline keeps a :class:`StreamingDecoder` in it,
     ``is_final=True`` flushes the tail and empties the dict for the next utterance, and any number of dicts
     stream independently. Without a cache an online model decodes the whole input (streaming internally).
+
+    ``vad_model`` / ``punc_model`` (hub ids, FunASR's short names or dirs; ``*_model_revision``, ``*_kwargs``), or
+    the ones the model dir's configuration.json names, make offline calls FunASR's composite: VAD-segmented,
+    batched by ``batch_size_s``, punctuated, ``sentence_info`` with ``sentence_timestamp=True``.
     """
 
     def __init__(self, model: Union[ParaformerForASR, str], preprocessor: Optional[ParaformerAudioPreprocessor] = None,
                  device: str = "gpu", mode: Optional[str] = None, **kwargs: Any):
+        composition = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith(("vad_", "punc_", "spk_"))}
         if not isinstance(model, ParaformerForASR):
             # Built here rather than by modelscope, which would build configuration.json's model type
             # (``funasr`` for FunASR-1.x repos, i.e. funasr itself).
@@ -113,6 +123,9 @@ class ParaformerASRPipeline(Pipeline):
             kwargs["config_file"] = str(DEMO_MODEL_DIR / "configuration.json")
         super().__init__(model=model, preprocessor=preprocessor or ParaformerAudioPreprocessor(model.model_dir),
                          device=device, **kwargs)
+        self.transcriber = build_transcriber(self.model.paraformer, self.model.model_dir, composition)
+        if self.model.streaming and self.transcriber.punctuator is not None:
+            logger.warning("punc_model punctuates whole-input (offline) calls only; streaming calls stay unpunctuated")
 
     def _get_framework(self) -> str:
         return Frameworks.torch  # always; modelscope's version reads configuration.json again
@@ -160,6 +173,8 @@ class ParaformerASRPipeline(Pipeline):
         if self.model.streaming:
             settings = decoder_options(options)
             transcripts = [self.model.stream(**settings).decode_all(u.samples, u.key) for u in utterances]
+        elif self.transcriber.vad is not None or self.transcriber.punctuator is not None:
+            return ResultList(self._compose(utterances, options))
         else:
             batch_size = options.get("batch_size") or (None if options.get("batch_size_s") else DEFAULT_BATCH_SIZE)
             transcripts = [None] * len(utterances)
@@ -169,6 +184,16 @@ class ParaformerASRPipeline(Pipeline):
                 for i, transcript in zip(batch, decoded):
                     transcripts[i] = transcript
         return ResultList(t.as_dict() for t in transcripts)
+
+    def _compose(self, utterances: list[Utterance], options: dict) -> list[dict]:
+        """FunASR's composite call: VAD segments in ``batch_size_s`` batches, punctuation, sentences."""
+        settings = {name: options[name] for name in COMPOSITE_OPTIONS if options.get(name) is not None}
+        if options.get("batch_size_s") is not None:
+            settings["batch_size_s"] = options["batch_size_s"]
+        if options.get("hotword") is not None:
+            settings["hotwords"] = options["hotword"]
+        return self.transcriber.transcribe([u.samples for u in utterances], [u.key for u in utterances],
+                                           batch_size=options.get("batch_size") or DEFAULT_BATCH_SIZE, **settings)
 
     def _stream(self, utterances: list[Utterance], cache: dict, options: dict) -> ResultList:
         """Feed one chunk to the session kept in ``cache``; return the text this chunk added."""
