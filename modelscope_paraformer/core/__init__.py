@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .loading import load_model
     from .model import Paraformer
     from .model_dir import ModelDirError
+    from .punctuation import Punctuator, load_punctuator
+    from .punctuation_text import PunctuatedText
     from .recognizer import Recognizer
     from .scheduler import BatchedStreamer, StreamingDecoder
     from .transcript import Transcript
@@ -25,6 +27,7 @@ _EXPORTS = {
     "AudioError": ".audio", "load_audio": ".audio", "CheckpointError": ".checkpoint", "ChunkConfig": ".chunking",
     "ChunkSizeError": ".chunking", "ConfigError": ".config", "ParaformerError": ".errors", "load_model": ".loading",
     "Paraformer": ".model", "ModelDirError": ".model_dir", "Recognizer": ".recognizer",
+    "Punctuator": ".punctuation", "load_punctuator": ".punctuation", "PunctuatedText": ".punctuation_text",
     "BatchedStreamer": ".scheduler", "StreamingDecoder": ".scheduler", "Transcript": ".transcript",
 }
 __all__ = sorted(_EXPORTS)
