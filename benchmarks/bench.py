@@ -51,6 +51,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -374,7 +375,17 @@ def worker_rss(config: dict) -> dict:
         model.recognizer.transcribe_long(audio)
     done = time.perf_counter()
     return {"import_s": imported - start, "load_s": loaded - imported, "first_result_s": done - loaded,
-            "torch_imported": "torch" in sys.modules}
+            "torch_imported": "torch" in sys.modules, "peak_rss_mb": own_peak_rss_mb()}
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS since its exec (VmHWM). Not ``ru_maxrss`` from the parent's wait4: Linux carries
+    the forking parent's high-water mark into the child's across exec, so every child would report at least the
+    parent's RSS."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 WORKERS = {"rss": worker_rss, "serve": worker_serve}
@@ -401,7 +412,7 @@ def run_rss_worker(config: dict) -> dict:
         err.seek(0)
         raise_if_failed("rss", config, process.returncode, stdout, err.read())
     result = json.loads([line for line in stdout.splitlines() if line.startswith(MARKER)][-1][len(MARKER):])
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    result.setdefault("peak_rss_mb", usage.ru_maxrss / 1024)  # KiB on Linux; inflated by the parent's RSS
     return result
 
 
@@ -907,6 +918,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--skip-funasr", action="store_true", help="same as --skip funasr")
     parser.add_argument("--re-export", action="store_true", help="rebuild the cached ONNX exports")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "modelscope_paraformer" / "bench"))
+    parser.add_argument("--rss-only", action="store_true",
+                        help="only import / load / first result / peak RSS per system (a few minutes)")
     parser.add_argument("--json-out")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -934,6 +947,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         if SYSTEMS[system]["family"] != "sherpa":
             print(f"measuring {system}: import/load/RSS ...", file=sys.stderr)
             report["rss"][system] = run_rss_worker({**config, "system": system})
+    if args.rss_only:
+        print("| system | import (s) | load (s) | first 10 s result (s) | peak RSS (MB) | torch imported |\n"
+              "| --- | ---: | ---: | ---: | ---: | --- |")
+        for system, row in report["rss"].items():
+            print(f"| {system} | {row['import_s']:.2f} | {row['load_s']:.2f} | {row['first_result_s']:.2f} | "
+                  f"{row['peak_rss_mb']:.0f} | {row['torch_imported']} |")
+        return
     print("measuring offline speed, all systems in turn ...", file=sys.stderr)
     for system, result in offline_phase(systems, config).items():
         report["results"][system]["offline"] = result

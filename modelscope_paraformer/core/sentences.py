@@ -31,7 +31,7 @@ def split_sentences(tokens: Sequence[str], timestamps: Sequence[Sequence[int]],
         return [{"text": list(tokens), "start": timestamps[0][0], "end": timestamps[-1][1],
                  "timestamp": [list(t) for t in timestamps]}]
     sentences: list[dict] = []
-    text, words, stamps, start, end = "", [], [], timestamps[0][0], timestamps[0][1]
+    text, stamps, start, end = "", [], timestamps[0][0], timestamps[0][1]
     for index in range(max(len(tokens), len(timestamps), len(punctuation))):
         token = tokens[index] if index < len(tokens) else None
         stamp = list(timestamps[index]) if index < len(timestamps) else None
@@ -40,13 +40,12 @@ def split_sentences(tokens: Sequence[str], timestamps: Sequence[Sequence[int]],
             start = stamp[0]
         if token is not None:
             text += " " + token if _is_latin(token[0]) or (text and _is_latin(text[-1])) else token
-            words.append(token)
         stamps.append(stamp)
         end = stamp[1] if stamp is not None else end
         if mark > NO_PUNCTUATION:
             sentence = {"text": text + CJK_MARKS.get(mark, ""), "start": start, "end": end, "timestamp": stamps}
-            if raw_text:
-                sentence["raw_text"] = " ".join(words)
+            if raw_text:  # the words as recognised: FunASR's, except that it glues latin words together
+                sentence["raw_text"] = text.lstrip()
             sentences.append(sentence)
-            text, words, stamps, start = "", [], [], None
+            text, stamps, start = "", [], None
     return sentences
