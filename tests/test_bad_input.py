@@ -207,7 +207,9 @@ def test_stream_drops_special_tokens_with_their_timestamps(online):
     window = ChunkInput(np.zeros((15, 1), np.float32), start=20)
     assert session.record([7, 2, 9], [2, 5, 9], window) == [7, 9]
     assert session.token_ids == [7, 9]
-    assert session.timestamps == [[(22 - 12) * 60, 22 * 60], [25 * 60, 29 * 60]]  # 9 starts after 2's fire (25)
+    # boundaries are fires shifted 1.5 frames earlier (the offline convention); 9 starts after 2's fire (25)
+    assert session.timestamps == [[int((22 - 12 - 1.5) * 60), int((22 - 1.5) * 60)],
+                                  [int((25 - 1.5) * 60), int((29 - 1.5) * 60)]]
 
 
 @pytest.mark.parametrize("length", [9600, 9700, 96000])

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Optional, Union
 import torch
 
 from .errors import ParaformerError
+from .hotwords import read_seg_dict
 from .model import Paraformer
 from .model_dir import CONFIGURATION_TEMPLATE, ModelDirError, atomic_write, find_model_files, read_model_spec
 
@@ -168,10 +169,12 @@ def load_model(model_dir: Union[str, os.PathLike], device: Union[str, torch.devi
     check_state_dict(model, state, files.weights)
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device=torch_device(device), dtype=dtype).eval()
+    if config.supports_hotwords and files.cmvn is not None:  # FunASR looks for seg_dict beside am.mvn
+        model.seg_dict = read_seg_dict(files.cmvn.parent / "seg_dict")
     # a device or dtype conversion copies the weights out of the map; otherwise they are still views of it
     model.checkpoint_map = mapped if mapped is not None and mapped.holds(next(model.parameters())) else None
-    logger.info("loaded %s Paraformer (%.1fM parameters) from %s", "streaming" if config.streaming else "offline",
-                model.parameter_count() / 1e6, files.root)
+    logger.info("loaded %s (%.1fM parameters) from %s", config.raw.get("model"), model.parameter_count() / 1e6,
+                files.root)
     return model
 
 

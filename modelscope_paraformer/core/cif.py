@@ -13,7 +13,6 @@ from typing import Optional
 
 import numpy as np
 
-from .transcript import FRAME_MS
 
 
 @dataclass
@@ -47,14 +46,49 @@ def integrate_and_fire(hidden: np.ndarray, alphas: np.ndarray, threshold: float 
     return weights @ np.asarray(hidden, np.float32), fire_frames
 
 
-def fire_utterance(hidden: np.ndarray, alphas: np.ndarray, threshold: float, tail_threshold: float
-                   ) -> tuple[np.ndarray, list[int], np.ndarray]:
+def integrate_and_fire_running(hidden: np.ndarray, alphas: np.ndarray, threshold: float = 1.0
+                               ) -> tuple[np.ndarray, list[int]]:
+    """CIF as FunASR's ``CifPredictorV3`` (BiCif, SeACo) runs it: a float32 running sum, less 1 after each fire.
+
+    Its float32 rounding differs from :func:`integrate_and_fire`'s float64 cumulative sum near a threshold, so
+    the frame loop is kept to fire where FunASR does. Returns the embeddings and the fire frames.
+    """
+    alphas = np.asarray(alphas, np.float32)
+    frames, one, limit = alphas.shape[0], np.float32(1.0), np.float32(threshold)
+    weights = np.zeros((int(np.floor(alphas.astype(np.float64).sum())) + 1, frames), np.float32)
+    token, integrate, fires = 0, np.float32(0.0), []
+    for frame, alpha in enumerate(alphas):
+        completion = one - integrate
+        integrate = integrate + alpha
+        if integrate >= limit:
+            fires.append(frame)
+            integrate = integrate - one
+            if token < len(weights):
+                weights[token, frame] = completion
+            token += 1
+            if token < len(weights):
+                weights[token, frame] = alpha - completion
+        elif token < len(weights):
+            weights[token, frame] = alpha
+    return weights[:len(fires)] @ np.asarray(hidden, np.float32), fires
+
+
+def fire_utterance(hidden: np.ndarray, alphas: np.ndarray, threshold: float, tail_threshold: float,
+                   running: bool = False) -> tuple[np.ndarray, list[int], np.ndarray]:
     """Offline CIF of a whole utterance. A zero frame of weight ``tail_threshold`` is appended first, to flush a
     last token whose weight fell just short (FunASR's tail_process_fn). Returns the embeddings, the fire frames
-    and the weights integrated (tail included, for :func:`timestamps_from_fires`)."""
+    and the weights integrated (tail included, for :func:`paraformer_timestamps`). ``running``: fire as
+    :func:`integrate_and_fire_running` (CifPredictorV3 models)."""
     if tail_threshold > 0.0:
         hidden = np.concatenate([hidden, np.zeros((1, hidden.shape[1]), np.float32)])
         alphas = np.concatenate([alphas, np.full(1, tail_threshold, np.float32)])
+    if running:
+        embeddings, fires = integrate_and_fire_running(hidden, alphas, threshold)
+        tokens = int(np.floor(alphas.astype(np.float64).sum()))  # as many tokens as the weights sum to
+        if len(embeddings) < tokens:
+            embeddings = np.concatenate([embeddings, np.zeros((tokens - len(embeddings), hidden.shape[1]),
+                                                              np.float32)])
+        return embeddings[:tokens], fires, alphas
     embeddings, fires = integrate_and_fire(hidden, alphas, threshold)
     return embeddings, fires, alphas
 
@@ -86,32 +120,90 @@ def fire_window(hidden: np.ndarray, alphas: np.ndarray, carry: CifCarry, is_fina
     return embeddings, [frame - 1 for frame in fires], CifCarry(remainder, tail_hidden.astype(np.float32))
 
 
-def timestamps_from_fires(alphas: np.ndarray, fire_frames: list[int], num_tokens: int,
-                          frame_ms: float = FRAME_MS, offset_ms: float = 0.0) -> list[list[int]]:
-    """Start/end (ms) per token from CIF fire frames, following FunASR's convention.
+# ------------------------------------------------------------------------------------------------ timestamps
+PEAK_THRESHOLD = np.float32(1.0 - 1e-4)  # FunASR fires timestamp peaks just below 1
+SILENCE_FRAMES = 5  # a gap over this many frames before the first / after the last token is silence
+MAX_TOKEN_FRAMES = 12  # longer spans are cut: the rest is silence
+FIRE_SHIFT = -1.5  # frames: a token starts this much before its peak
 
-    A token spans from its own fire to the next one (the predictor fires as a character starts), shifted
-    1.5 frames earlier; spans over 12 frames are cut; the last token ends at the input's end unless a
-    long silence follows. When the fires do not number ``tokens + 1`` the weights are renormalised.
+
+def running_integrate(alphas: np.ndarray, threshold: float = PEAK_THRESHOLD) -> np.ndarray:
+    """The float32 running sum after each frame, less ``threshold`` after each crossing (FunASR's
+    ``cif_wo_hidden``); a value >= ``threshold`` marks a peak."""
+    alphas = np.asarray(alphas, np.float32)
+    limit, integrate = np.float32(threshold), np.float32(0.0)
+    sums = np.empty_like(alphas)
+    for frame, alpha in enumerate(alphas):
+        integrate = integrate + alpha
+        sums[frame] = integrate
+        if integrate >= limit:
+            integrate = integrate - limit
+    return sums
+
+
+def cif_peaks(alphas: np.ndarray) -> np.ndarray:
+    """Per frame: the fractional part of the cumulative weight, plus 1 where a token fires (FunASR's
+    ``cif_wo_hidden_v1``, the CifPredictorV2 output its Paraformer timestamps are computed from)."""
+    cumulative = np.cumsum(np.asarray(alphas, np.float32).astype(np.float64)).astype(np.float32)
+    whole = np.floor(cumulative)
+    fired = np.diff(whole, prepend=np.float32(0.0)) > 0
+    return (fired.astype(np.float32) + cumulative) - whole
+
+
+def token_timestamps(weights: np.ndarray, peaks: np.ndarray, num_tokens: int, upsample_rate: int = 1
+                     ) -> list[list[int]]:
+    """[start_ms, end_ms] of ``num_tokens`` tokens, as FunASR's ``ts_prediction_lfr6_standard`` gives them.
+
+    Peaks (``peaks >= 1 - 1e-4``), shifted 1.5 frames earlier, are the token boundaries: token ``i`` spans from
+    peak ``i`` to peak ``i + 1``, cut to 12 frames (the rest is silence); the last span ends at the input's end,
+    or half-way into a final silence of over 5 frames. When the peaks do not number ``num_tokens + 1``, new ones
+    come from ``weights`` rescaled to sum to ``num_tokens + 1``. Frames are 60 ms / ``upsample_rate``. Times are
+    truncated to whole ms, as FunASR's are (negative ones, which FunASR gives for a peak at frame 0 or 1, are 0).
     """
     if num_tokens == 0:
         return []
-    alphas = np.asarray(alphas, np.float32)
-    fires = list(fire_frames)
-    if len(fires) != num_tokens + 1:
-        scaled = alphas * np.float32((num_tokens + 1) / max(float(alphas.sum()), 1e-8))
-        crossed = np.floor(np.cumsum(scaled.astype(np.float64)) / (1.0 - 1e-4))
-        previous = np.concatenate([np.zeros(1), crossed[:-1]])
-        fires = np.flatnonzero(crossed > previous).tolist()
-    places = [frame - 1.5 for frame in fires]
-    num_frames = alphas.size
-    spans, last_was_cut = [], False
-    for index in range(num_tokens):
-        start = places[min(index, len(places) - 1)] if places else 0.0
-        end = places[index + 1] if index + 1 < len(places) else start
-        last_was_cut = end - start > 12
-        spans.append([start, start + 12 if last_was_cut else end])
-    if not last_was_cut:  # the last token runs to the end, or half-way into a long final silence
-        spans[-1][1] = (num_frames + places[-1]) * 0.5 if places and num_frames - places[-1] > 5 else num_frames
-    return [[int(round(max(start, 0.0) * frame_ms + offset_ms)), int(round(max(end, 0.0) * frame_ms + offset_ms))]
-            for start, end in spans]
+    weights, peaks = np.asarray(weights, np.float32), np.asarray(peaks, np.float32)
+    places = np.flatnonzero(peaks >= PEAK_THRESHOLD)
+    if len(places) != num_tokens + 1:
+        total = np.float32(weights.astype(np.float64).sum())
+        peaks = running_integrate(weights / (total / np.float32(num_tokens + 1)))
+        places = np.flatnonzero(peaks >= PEAK_THRESHOLD)
+    if len(places) == 0:
+        return []
+    rate = 10.0 * 6 / 1000 / upsample_rate  # seconds per frame, computed as FunASR does (it truncates ms)
+    boundaries = [float(place) + FIRE_SHIFT for place in places]
+    frames = len(peaks)
+    spans: list[list] = []  # [start_s, end_s, is_token]; silences matter: the last span's end is moved below
+    for index in range(min(len(boundaries) - 1, num_tokens)):
+        start, end = boundaries[index], boundaries[index + 1]
+        if end - start <= MAX_TOKEN_FRAMES:
+            spans.append([start * rate, end * rate, True])
+        else:
+            cut = start + MAX_TOKEN_FRAMES
+            spans += [[start * rate, cut * rate, True], [cut * rate, end * rate, False]]
+    if spans:
+        if frames - boundaries[-1] > SILENCE_FRAMES:
+            spans[-1][1] = (frames + boundaries[-1]) * 0.5 * rate
+        else:
+            spans[-1][1] = frames * rate
+    return [[max(0, int(start * 1000)), max(0, int(end * 1000))] for start, end, is_token in spans if is_token]
+
+
+def paraformer_timestamps(alphas: np.ndarray, num_tokens: int) -> list[list[int]]:
+    """Timestamps of a Paraformer (CifPredictorV2) utterance from its CIF weights (tail frame included).
+
+    FunASR hands ``ts_prediction_lfr6_standard`` the CIF peaks as weights and the CIF weights as peaks; as a
+    weight never reaches 1 - 1e-4, the boundaries come from the peaks rescaled to ``num_tokens + 1``. Kept as
+    it is: those are the timestamps FunASR's Paraformer gives.
+    """
+    return token_timestamps(cif_peaks(alphas), alphas, num_tokens)
+
+
+def upsampled_timestamps(weights: np.ndarray, cif_tokens: int, num_tokens: int, upsample_rate: int
+                         ) -> list[list[int]]:
+    """Timestamps of a BiCif / SeACo utterance from its upsampled timestamp weights (``upsample_rate`` per
+    frame): they are rescaled to sum to ``cif_tokens`` (the tokens CIF fired), their peaks are the boundaries."""
+    weights = np.asarray(weights, np.float32)
+    total = np.float32(weights.astype(np.float64).sum())
+    scaled = weights * (np.float32(cif_tokens) / total) if total > 0 else weights
+    return token_timestamps(scaled, running_integrate(scaled), num_tokens, upsample_rate)

@@ -11,12 +11,17 @@ from typing import Any, Optional
 from .errors import ParaformerError
 from .frontend import FrontendConfig
 
-OFFLINE_MODELS = {"Paraformer", "paraformer", "ParaformerOffline"}
+# model name -> variant: plain Paraformer, BiCif (a second, upsampled CIF head for timestamps), SeACo (BiCif plus
+# hotword biasing)
+VARIANTS = {"Paraformer": "paraformer", "paraformer": "paraformer", "ParaformerOffline": "paraformer",
+            "BiCifParaformer": "bicif", "SeacoParaformer": "seaco"}
+OFFLINE_MODELS = set(VARIANTS)
 STREAMING_MODELS = {"ParaformerStreaming", "paraformer_online", "ParaformerOnline", "paraformer_streaming"}
 OFFLINE_ENCODERS = {"SANMEncoder", "sanm"}
 STREAMING_ENCODERS = {"SANMEncoderChunkOpt", "sanm_chunk_opt"}
 DECODERS = {"ParaformerSANMDecoder", "paraformer_decoder_sanm"}
-PREDICTORS = {"CifPredictorV2", "cif_predictor_v2"}
+PREDICTORS = {"CifPredictorV2", "cif_predictor_v2", "CifPredictorV3"}
+TIMESTAMP_PREDICTORS = {"CifPredictorV3"}  # with the upsampled timestamp head
 
 
 class ConfigError(ParaformerError, ValueError):
@@ -64,6 +69,30 @@ class PredictorConfig:
     tail_threshold: float = 0.45
     smooth_factor: float = 1.0
     noise_threshold: float = 0.0
+    # CifPredictorV3's timestamp head (FunASR's defaults; the hub configs set 3 / 0.25 / 0.01 / False)
+    timestamp_head: bool = False  # set from ``predictor: CifPredictorV3``, not a config key
+    upsample_times: int = 5
+    upsample_type: str = "cnn"
+    smooth_factor2: float = 1.0
+    noise_threshold2: float = 0.0
+    use_cif1_cnn: bool = True
+
+
+@dataclass
+class SeacoConfig:
+    """SeACo's hotword parts (``model_conf`` keys and ``seaco_decoder_conf``), with FunASR's defaults.
+
+    ``no_bias_id`` (``NO_BIAS``) is the token the hotword branch predicts where no hotword applies; there the
+    plain decoder's output is kept.
+    """
+
+    inner_dim: int = 256
+    bias_encoder_type: str = "lstm"
+    bias_encoder_bid: bool = False
+    no_bias_id: int = 8377
+    decoder: Optional[DecoderConfig] = None
+    decoder_embedding: bool = False  # ``not wo_input_layer``
+    decoder_output_layer: bool = True  # ``use_output_layer``
 
 
 @dataclass
@@ -91,6 +120,13 @@ class ModelConfig:
     predictor: PredictorConfig
     training: TrainingConfig
     raw: dict[str, Any] = field(default_factory=dict)
+    variant: str = "paraformer"  # "paraformer" | "bicif" | "seaco" (offline), "paraformer" for streaming
+    seaco: Optional[SeacoConfig] = None
+
+    @property
+    def supports_hotwords(self) -> bool:
+        """True for SeACo-Paraformer (hotword biasing)."""
+        return self.seaco is not None
 
 
 def _pick(cls, values: dict[str, Any], renames: Optional[dict[str, str]] = None):
@@ -129,7 +165,11 @@ def parse_config(raw: dict[str, Any], source: str = "config.yaml", vocab_size: O
     if streaming and encoder_name not in STREAMING_ENCODERS:
         raise ConfigError(f"{source}: a streaming model needs SANMEncoderChunkOpt, got {encoder_name!r}")
     _require(raw, "decoder", DECODERS, source)
-    _require(raw, "predictor", PREDICTORS, source)
+    predictor_name = _require(raw, "predictor", PREDICTORS, source)
+    variant = VARIANTS.get(model, "paraformer")
+    if variant != "paraformer" and predictor_name not in TIMESTAMP_PREDICTORS:
+        raise ConfigError(f"{source}: {model} needs predictor CifPredictorV3 (with the timestamp head), "
+                          f"got {predictor_name!r}")
     encoder_conf = dict(raw.get("encoder_conf") or {})
     for key, expected in (("input_layer", {"pe", "pe_online"}), ("selfattention_layer_type", {"sanm"}),
                           ("normalize_before", {True}), ("pos_enc_class", {"SinusoidalPositionEncoder"})):
@@ -146,16 +186,44 @@ def parse_config(raw: dict[str, Any], source: str = "config.yaml", vocab_size: O
     if not vocab_size or int(vocab_size) <= 0:
         raise ConfigError(f"{source}: vocabulary size unknown (no tokens file, vocab_size or token_list)")
     try:
+        predictor = _pick(PredictorConfig, {key: value for key, value in (raw.get("predictor_conf") or {}).items()
+                                            if key != "timestamp_head"})
+        predictor.timestamp_head = predictor_name in TIMESTAMP_PREDICTORS
+        if predictor.timestamp_head and predictor.upsample_type != "cnn":
+            raise ConfigError(f"{source}: predictor_conf.upsample_type {predictor.upsample_type!r} is not "
+                              "supported (supported: cnn, as in the hub's BiCif and SeACo models)")
         return ModelConfig(
             streaming=streaming, input_size=input_size, vocab_size=int(vocab_size), frontend=frontend,
             encoder=_pick(EncoderConfig, encoder_conf, renames),
             decoder=_pick(DecoderConfig, raw.get("decoder_conf") or {}, renames),
-            predictor=_pick(PredictorConfig, raw.get("predictor_conf") or {}),
+            predictor=predictor,
             training=_pick(TrainingConfig, raw.get("model_conf") or {}),
-            raw=raw,
+            raw=raw, variant=variant,
+            seaco=_seaco_config(raw, source) if variant == "seaco" else None,
         )
     except TypeError as error:
         raise ConfigError(f"{source}: {error}") from None
+
+
+def _seaco_config(raw: dict[str, Any], source: str) -> SeacoConfig:
+    """SeACo's ``model_conf`` keys and its ``seaco_decoder_conf`` (FunASR's ParaformerSANMDecoder defaults)."""
+    model_conf = raw.get("model_conf") or {}
+    seaco = _pick(SeacoConfig, model_conf, {"NO_BIAS": "no_bias_id"})
+    if seaco.bias_encoder_type != "lstm":
+        raise ConfigError(f"{source}: model_conf.bias_encoder_type {seaco.bias_encoder_type!r} is not supported "
+                          "(supported: lstm)")
+    if raw.get("seaco_decoder") not in DECODERS:
+        raise ConfigError(f"{source}: seaco_decoder: {raw.get('seaco_decoder')!r} is not supported "
+                          f"(supported: {', '.join(sorted(DECODERS))})")
+    conf = dict(raw.get("seaco_decoder_conf") or {})
+    defaults = {"num_blocks": 6, "att_layer_num": 6, "kernel_size": 21, "linear_units": 2048}
+    seaco.decoder = _pick(DecoderConfig, {**defaults, **conf}, {"sanm_shfit": "sanm_shift"})
+    seaco.decoder_embedding = not conf.get("wo_input_layer", False)
+    seaco.decoder_output_layer = bool(conf.get("use_output_layer", True))
+    if seaco.decoder_output_layer:
+        raise ConfigError(f"{source}: seaco_decoder_conf.use_output_layer must be false (the hotword branch "
+                          "reads the seaco decoder's hidden states)")
+    return seaco
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

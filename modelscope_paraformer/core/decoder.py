@@ -6,13 +6,21 @@ the keys/values of the last ``decoder_chunk_look_back`` chunks of encoder output
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import nn
 
-from .layers import LayerNorm, TimeDepthwiseConv, attend, lengths_to_mask, merge_heads, split_heads
+from .layers import (
+    LayerNorm,
+    TimeDepthwiseConv,
+    attend,
+    lengths_to_mask,
+    merge_heads,
+    split_heads,
+)
 
 
 class DecoderFeedForward(nn.Module):
@@ -84,6 +92,16 @@ class CrossAttention(nn.Module):
                           self.dropout if self.training else 0.0)
         return self.linear_out(merge_heads(attended)), new_cache
 
+    def weights(self, x: torch.Tensor, memory: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Attention probabilities (batch, heads, tokens, frames); masked frames get 0."""
+        query = split_heads(self.linear_q(x), self.heads)
+        key = split_heads(self.linear_k_v(memory)[..., :self.size], self.heads)
+        scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None], float("-inf"))
+        probabilities = torch.softmax(scores, dim=-1)
+        return probabilities if mask is None else probabilities.masked_fill(~mask[:, None], 0.0)
+
 
 class DecoderLayer(nn.Module):
     """FFN, then FSMN memory (residual from the layer input), then cross-attention; any part may be absent."""
@@ -118,6 +136,15 @@ class DecoderLayer(nn.Module):
                 state.cross = cross_cache
         return x
 
+    def cross_attention_weights(self, x: torch.Tensor, valid: Optional[torch.Tensor], memory: torch.Tensor,
+                                memory_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """This layer's cross-attention probabilities (batch, heads, tokens, frames) for input ``x``."""
+        residual = x
+        x = self.feed_forward(self.norm1(x))
+        if self.self_attn is not None:
+            x = residual + self.self_attn(self.norm2(x), valid)[0]
+        return self.src_attn.weights(self.norm3(x), memory, memory_mask)
+
 
 @dataclass
 class DecoderLayerState:
@@ -140,17 +167,18 @@ class ParaformerDecoder(nn.Module):
     def __init__(self, vocab_size: int, encoder_output_size: int, attention_heads: int = 4, linear_units: int = 2048,
                  num_blocks: int = 16, att_layer_num: int = 16, kernel_size: int = 11, sanm_shift: int = 0,
                  dropout_rate: float = 0.1, self_attention_dropout_rate: float = 0.1,
-                 src_attention_dropout_rate: float = 0.1):
+                 src_attention_dropout_rate: float = 0.1, embedding: bool = True, output_layer: bool = True):
         super().__init__()
         size = encoder_output_size
         common = (size, attention_heads, linear_units, kernel_size)
         dropouts = (dropout_rate, self_attention_dropout_rate, src_attention_dropout_rate)
-        # used by the glancing sampler in training; built from a given tensor because nn.Embedding's own
-        # init, under load_model's meta device, imports torch._dynamo (~1.5 s per load)
-        weight = torch.empty(vocab_size, size)
-        if not weight.is_meta:
-            nn.init.normal_(weight)
-        self.embed = nn.Sequential(nn.Embedding(vocab_size, size, _weight=weight))
+        # used by the glancing sampler in training and SeACo's hotword encoder; built from a given tensor
+        # because nn.Embedding's own init, under load_model's meta device, imports torch._dynamo (~1.5 s per load)
+        if embedding:
+            weight = torch.empty(vocab_size, size)
+            if not weight.is_meta:
+                nn.init.normal_(weight)
+            self.embed = nn.Sequential(nn.Embedding(vocab_size, size, _weight=weight))
         self.decoders = nn.ModuleList([DecoderLayer(*common, sanm_shift, *dropouts, True, True)
                                        for _ in range(att_layer_num)])
         extra = num_blocks - att_layer_num
@@ -158,7 +186,8 @@ class ParaformerDecoder(nn.Module):
                                         for _ in range(extra)]) if extra > 0 else None
         self.decoders3 = nn.ModuleList([DecoderLayer(*common, 0, *dropouts, False, False)])
         self.after_norm = LayerNorm(size)
-        self.output_layer = nn.Linear(size, vocab_size)
+        # SeACo's seaco decoder has neither embedding nor output layer (its hidden states feed the hotword head)
+        self.output_layer = nn.Linear(size, vocab_size) if output_layer else None
 
     @property
     def memory_layers(self) -> list[DecoderLayer]:
@@ -171,6 +200,33 @@ class ParaformerDecoder(nn.Module):
         ``cross_mask`` (batch, tokens, frames), optional, restricts which frames each token may see
         (chunk-aware training of the streaming model).
         """
+        return self.output_layer(self.hidden(memory, memory_lengths, token_embeddings, token_lengths, cross_mask))
+
+    def hidden(self, memory: torch.Tensor, memory_lengths: torch.Tensor, token_embeddings: torch.Tensor,
+               token_lengths: torch.Tensor, cross_mask: Optional[torch.Tensor] = None,
+               layers: Optional[int] = None) -> torch.Tensor:
+        """The normalised hidden states (batch, tokens, size) before the output layer (see :meth:`forward`);
+        ``layers``: run only the first ``layers`` layers and skip the final norm."""
+        valid, memory_mask = self._masks(memory, memory_lengths, token_embeddings, token_lengths, cross_mask)
+        x = token_embeddings
+        stack = [*self.memory_layers, *self.decoders3]
+        for layer in stack if layers is None else stack[:layers]:
+            x = layer(x, valid, memory, memory_mask)
+        return self.after_norm(x) if layers is None else x
+
+    def cross_attention_weights(self, memory: torch.Tensor, memory_lengths: torch.Tensor,
+                                token_embeddings: torch.Tensor, token_lengths: torch.Tensor, layer: int
+                                ) -> torch.Tensor:
+        """Attention probabilities (batch, heads, tokens, frames) of layer ``layer``'s cross-attention, after the
+        layers before it (SeACo's hotword filter scores hotwords with them)."""
+        valid, memory_mask = self._masks(memory, memory_lengths, token_embeddings, token_lengths, None)
+        x = self.hidden(memory, memory_lengths, token_embeddings, token_lengths, layers=layer)
+        return self.decoders[layer].cross_attention_weights(x, valid, memory, memory_mask)
+
+    @staticmethod
+    def _masks(memory: torch.Tensor, memory_lengths: torch.Tensor, token_embeddings: torch.Tensor,
+               token_lengths: torch.Tensor, cross_mask: Optional[torch.Tensor]
+               ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         valid: Optional[torch.Tensor] = lengths_to_mask(token_lengths, token_embeddings.size(1))
         memory_mask: Optional[torch.Tensor] = lengths_to_mask(memory_lengths, memory.size(1))[:, None, :]
         if cross_mask is not None:
@@ -179,10 +235,7 @@ class ParaformerDecoder(nn.Module):
             memory_mask = None
         if bool(valid.all()):
             valid = None
-        x = token_embeddings
-        for layer in [*self.memory_layers, *self.decoders3]:
-            x = layer(x, valid, memory, memory_mask)
-        return self.output_layer(self.after_norm(x))
+        return valid, memory_mask
 
     def forward_chunk(self, memory: torch.Tensor, token_embeddings: torch.Tensor, state: DecoderState,
                       look_back_frames: int) -> torch.Tensor:

@@ -24,11 +24,14 @@ class Encoded:
     ``hidden`` (frames, dim) float32 is what CIF integrates; ``alphas`` (frames,) float32 are the CIF frame
     weights the predictor gives them (for a window: over the whole window, before any cut); ``memory`` is the
     engine's own form of the same output, which it attends to in :meth:`Engine.decode` (may be ``hidden``).
+    ``timestamp_alphas`` (frames * upsample,) float32: the upsampled timestamp weights of BiCif / SeACo models
+    (offline only; ``None`` for other models).
     """
 
     hidden: np.ndarray
     alphas: np.ndarray
     memory: Any = None
+    timestamp_alphas: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -50,8 +53,11 @@ class Engine(Protocol):
     def encode(self, features: Sequence[np.ndarray]) -> list[Encoded]:
         """Full-context encoding of whole utterances (each (frames, feature_dim), frames >= 1)."""
 
-    def decode(self, encoded: Sequence[Encoded], embeddings: Sequence[np.ndarray]) -> list[list[int]]:
-        """Greedy token ids for each utterance's CIF embeddings (tokens, dim), tokens >= 1."""
+    def decode(self, encoded: Sequence[Encoded], embeddings: Sequence[np.ndarray],
+               hotwords: Optional[Sequence[Sequence[int]]] = None) -> list[list[int]]:
+        """Greedy token ids for each utterance's CIF embeddings (tokens, dim), tokens >= 1. ``hotwords`` (token
+        ids of each, ending with ``[<s>]``; only passed for models with ``config.supports_hotwords``) bias the
+        choice (SeACo)."""
 
     def encode_chunks(self, chunks: Sequence[ChunkInput], caches: Sequence[Optional[Any]], config: ChunkConfig
                       ) -> tuple[list[Encoded], list[Any]]:

@@ -1,5 +1,7 @@
 """CIF predictor (FunASR ``CifPredictorV2``): the network that gives each encoder frame its firing weight, and
 the differentiable integrate-and-fire that training needs. Inference fires in :mod:`.cif` (numpy, every engine).
+:class:`TimestampCifPredictor` (FunASR ``CifPredictorV3``, BiCif and SeACo models) adds a second head that gives
+weights at ``upsample_times`` the frame rate, used only for timestamps.
 
 The integrate-and-fire step is written as one matrix product: with cumulative weights ``c_t``, token ``k``
 takes ``overlap([c_{t-1}, c_t], [k, k+1])`` of frame ``t``. That equals FunASR's frame loop and its
@@ -88,3 +90,32 @@ class CifPredictor(nn.Module):
         scaled = alphas * (target_lengths / alphas.sum(-1).clamp(min=1e-8))[:, None]
         embeddings, _, fires = integrate_and_fire(hidden, scaled, self.threshold, int(target_lengths.max()))
         return CifOutput(embeddings.to(dtype), alphas.sum(-1), scaled, fires)
+
+
+class TimestampCifPredictor(CifPredictor):
+    """CifPredictorV3: the CIF head above plus an upsampled weight head for timestamps.
+
+    The second head is a transposed conv (``upsample_times`` sub-frames per encoder frame) over the first head's
+    conv output (``use_cif1_cnn``) or over the encoder output itself, then linear + sigmoid.
+    """
+
+    def __init__(self, idim: int, l_order: int = 1, r_order: int = 1, threshold: float = 1.0,
+                 tail_threshold: float = 0.45, smooth_factor: float = 1.0, noise_threshold: float = 0.0,
+                 upsample_times: int = 5, smooth_factor2: float = 1.0, noise_threshold2: float = 0.0,
+                 use_cif1_cnn: bool = True, **_unused):
+        super().__init__(idim, l_order, r_order, threshold, tail_threshold, smooth_factor, noise_threshold)
+        self.upsample_times = upsample_times
+        self.upsample_cnn = nn.ConvTranspose1d(idim, idim, upsample_times, upsample_times)
+        self.cif_output2 = nn.Linear(idim, 1)
+        self.smooth_factor2 = smooth_factor2
+        self.noise_threshold2 = noise_threshold2
+        self.use_cif1_cnn = use_cif1_cnn
+
+    def timestamp_weights(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Upsampled weights (batch, time * upsample_times), not yet rescaled to the token count."""
+        context = hidden.transpose(1, 2)
+        if self.use_cif1_cnn:
+            context = torch.relu(self.cif_conv1d(nn.functional.pad(context, self.padding)))
+        upsampled = self.upsample_cnn(context).transpose(1, 2)
+        alphas = torch.sigmoid(self.cif_output2(upsampled)).squeeze(-1)
+        return torch.relu(alphas * self.smooth_factor2 - self.noise_threshold2)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, StreamResampler
 from .chunking import ChunkConfig
-from .cif import CifCarry, fire_window
+from .cif import FIRE_SHIFT, MAX_TOKEN_FRAMES, CifCarry, fire_window
 from .engine import ChunkInput, Encoded
 from .frontend import Frontend, StreamingFrontend
 from .tokenizer import CharTokenizer
@@ -25,7 +25,12 @@ from .transcript import FRAME_MS, SPECIAL_IDS, Transcript
 
 logger = logging.getLogger(__name__)
 
-TIMESTAMP_MAX_FRAMES = 12  # a token's span starts at most this many frames before its fire
+TIMESTAMP_MAX_FRAMES = MAX_TOKEN_FRAMES  # a token's span starts at most this many frames before its fire
+
+
+def _frame_ms(frame: float) -> int:
+    """A CIF fire frame as a boundary time in ms, with the offline shift (never negative)."""
+    return max(0, int((frame + FIRE_SHIFT) * FRAME_MS))
 
 
 class StreamSession:
@@ -129,14 +134,22 @@ class StreamSession:
 
     def record(self, token_ids: Sequence[int], fire_frames: Sequence[int], window: ChunkInput) -> list[int]:
         """Append decoded tokens (specials dropped, with their timestamps) and their timestamps; returns the kept
-        ids. A token spans from the previous fire (at most 12 frames back) to its own."""
+        ids.
+
+        The timestamp convention is the offline one (:func:`~.cif.token_timestamps`): CIF fires are token
+        boundaries, shifted 1.5 frames (90 ms) earlier, and a token spans at most 12 frames (720 ms). Streaming
+        fires once per token, as the token ends, so a token spans from the previous token's fire (or 12 frames
+        before its own, if that is later) to its own fire; times are whole ms, never negative. Offline models
+        place their boundaries with all fires known (FunASR's rescaled peaks), so the two differ by a few
+        frames, not in kind.
+        """
         ids = []
         for token_id, fire in zip(token_ids, fire_frames):
             frame = max(0, window.start + self.chunk.left + fire)
             if token_id not in SPECIAL_IDS:
                 ids.append(token_id)
                 start = max(self.last_fire_frame, frame - TIMESTAMP_MAX_FRAMES)
-                self.timestamps.append([int(start * FRAME_MS), int(frame * FRAME_MS)])
+                self.timestamps.append([_frame_ms(start), _frame_ms(frame)])
             self.last_fire_frame = frame
         self.token_ids += ids
         return ids

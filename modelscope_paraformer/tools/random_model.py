@@ -4,6 +4,7 @@ They have the real compute cost and the real file formats, so they serve parity 
 benchmarks while the model hubs are out of reach. ``--blocks`` shrinks the depth for fast tests.
 
     python -m modelscope_paraformer.tools.random_model --out /tmp/pf-online --variant online --blocks 4 2
+    python -m modelscope_paraformer.tools.random_model --out /tmp/pf-seaco --variant seaco --blocks 4 2
 """
 from __future__ import annotations
 
@@ -45,22 +46,61 @@ _DECODER = {"attention_heads": 4, "linear_units": 2048, "num_blocks": 16, "dropo
             "att_layer_num": 16, "kernel_size": 11, "sanm_shfit": 0}
 
 
+# CifPredictorV3 of the hub's BiCif and SeACo Paraformer-large: timestamp weights at 3x the frame rate
+_TIMESTAMP_PREDICTOR = {"smooth_factor2": 0.25, "noise_threshold2": 0.01, "upsample_times": 3,
+                        "use_cif1_cnn": False, "upsample_type": "cnn"}
+# SeACo (paraformer-zh): the hotword parts in model_conf and the seaco decoder
+_SEACO_MODEL_CONF = {"inner_dim": 512, "bias_encoder_type": "lstm", "bias_encoder_bid": False,
+                     "seaco_lsm_weight": 0.1, "seaco_length_normalized_loss": True, "train_decoder": True,
+                     "NO_BIAS": 8377}
+_SEACO_DECODER = {"attention_heads": 4, "linear_units": 1024, "num_blocks": 4, "dropout_rate": 0.1,
+                  "positional_dropout_rate": 0.1, "self_attention_dropout_rate": 0.1,
+                  "src_attention_dropout_rate": 0.1, "att_layer_num": 6, "kernel_size": 21, "sanm_shfit": 0,
+                  "use_output_layer": False, "wo_input_layer": True}
+VARIANTS = ("offline", "online", "bicif", "seaco")
+HUB_NAMES = {"bicif": "iic/speech_paraformer-large-vad-punc_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
+             "seaco": "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch"}
+_MODEL_NAMES = {"offline": "Paraformer", "bicif": "BiCifParaformer", "seaco": "SeacoParaformer"}
+
+
 def paraformer_large_config(variant: str = "offline") -> dict:
-    """FunASR config.yaml mapping of Paraformer-large, offline or online (see shared reference numbers)."""
+    """FunASR config.yaml mapping of Paraformer-large: offline, online, BiCif (the long-audio hub model's
+    timestamp predictor) or SeACo (paraformer-zh, hotwords); see the shared reference numbers."""
     config = copy.deepcopy(_COMMON)
     encoder, decoder = dict(_ENCODER), dict(_DECODER)
-    if variant == "offline":
-        config.update(model="Paraformer", frontend="WavFrontend", encoder="SANMEncoder")
+    if variant in _MODEL_NAMES:
+        config.update(model=_MODEL_NAMES[variant], frontend="WavFrontend", encoder="SANMEncoder")
         encoder["input_layer"] = "pe"
+        if variant != "offline":
+            config["predictor"] = "CifPredictorV3"
+            config["predictor_conf"].update(_TIMESTAMP_PREDICTOR)
+        if variant == "seaco":
+            config["model_conf"].update(_SEACO_MODEL_CONF)
+            config.update(seaco_decoder="ParaformerSANMDecoder", seaco_decoder_conf=dict(_SEACO_DECODER))
     elif variant == "online":
         config.update(model="ParaformerStreaming", frontend="WavFrontendOnline", encoder="SANMEncoderChunkOpt")
         encoder.update(input_layer="pe_online", chunk_size=[12, 15], stride=[8, 10], pad_left=[0, 0],
                        encoder_att_look_back_factor=[4, 4], decoder_att_look_back_factor=[1, 1])
         decoder["sanm_shfit"] = 5
     else:
-        raise ValueError(f"variant must be 'offline' or 'online', got {variant!r}")
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     config["encoder_conf"], config["decoder_conf"] = encoder, decoder
     return config
+
+
+def hub_configuration(variant: str) -> dict:
+    """configuration.json as the hub repos have it: FunASR 1.x repos (BiCif, SeACo) name the ``funasr`` model
+    and ``funasr-pipeline``; the offline / online dirs keep this package's own template."""
+    if variant in HUB_NAMES:
+        tokenizer_conf = {"token_list": "tokens.json", **({"seg_dict_file": "seg_dict"} if variant == "seaco" else {})}
+        return {"framework": "pytorch", "task": "auto-speech-recognition",
+                "model": {"type": "funasr"}, "pipeline": {"type": "funasr-pipeline"},
+                "model_name_in_hub": {"ms": HUB_NAMES[variant], "hf": ""},
+                "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
+                                    "tokenizer_conf": tokenizer_conf, "frontend_conf": {"cmvn_file": "am.mvn"}}}
+    configuration = copy.deepcopy(CONFIGURATION_TEMPLATE)
+    configuration["model"]["model_config"] = {"mode": "paraformer_streaming" if variant == "online" else "paraformer"}
+    return configuration
 
 
 def synthetic_vocabulary(size: int) -> list[str]:
@@ -87,8 +127,12 @@ def build_random_model(out_dir: str | Path, variant: str = "offline", encoder_bl
         raw["decoder_conf"]["num_blocks"] = raw["decoder_conf"]["att_layer_num"] = decoder_blocks
     if output_size:
         raw["encoder_conf"]["output_size"] = raw["predictor_conf"]["idim"] = output_size
+        if variant == "seaco":
+            raw["model_conf"]["inner_dim"] = output_size
     if linear_units:
         raw["encoder_conf"]["linear_units"] = raw["decoder_conf"]["linear_units"] = linear_units
+    if variant == "seaco":
+        raw["model_conf"]["NO_BIAS"] = min(raw["model_conf"]["NO_BIAS"], vocab_size - 2)
     tokens = synthetic_vocabulary(vocab_size)
     torch.manual_seed(seed)
     model = Paraformer(parse_config(raw, vocab_size=len(tokens)), tokenizer=CharTokenizer(tokens))
@@ -102,9 +146,11 @@ def build_random_model(out_dir: str | Path, variant: str = "offline", encoder_bl
 
     atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(raw, sort_keys=False)))
     atomic_write(out / "tokens.json", lambda tmp: Path(tmp).write_text(json.dumps(tokens, ensure_ascii=False)))
-    configuration = copy.deepcopy(CONFIGURATION_TEMPLATE)
-    configuration["model"]["model_config"] = {"mode": "paraformer_streaming" if variant == "online" else "paraformer"}
-    atomic_write(out / "configuration.json", lambda tmp: Path(tmp).write_text(json.dumps(configuration, indent=2)))
+    if variant == "seaco":  # as the hub dir: words to their tokens (here each character is itself)
+        lines = "".join(f"{token} {token}\n" for token in tokens[3:-1])
+        atomic_write(out / "seg_dict", lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    atomic_write(out / "configuration.json", lambda tmp: Path(tmp).write_text(
+        json.dumps(hub_configuration(variant), indent=2)))
     logger.info("wrote random %s Paraformer (%.1fM parameters) to %s", variant, model.parameter_count() / 1e6, out)
     return out
 
@@ -112,7 +158,7 @@ def build_random_model(out_dir: str | Path, variant: str = "offline", encoder_bl
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variant", choices=["offline", "online"], default="offline")
+    parser.add_argument("--variant", choices=VARIANTS, default="offline")
     parser.add_argument("--blocks", type=int, nargs=2, metavar=("ENCODER", "DECODER"),
                         help="reduced depth, e.g. 4 2 (default: the full 50 / 16)")
     parser.add_argument("--output-size", type=int)

@@ -263,6 +263,9 @@ def load(files: ModelFiles, device: Any = "cpu", dtype: Any = None, mmap: bool =
     if dtype is not None and str(dtype).removeprefix("torch.") not in ("fp32", "float32", "float"):
         raise OnnxModelError(f"{files.root} is an ONNX export with fixed precision: dtype {dtype!r} cannot apply")
     config, frontend, tokenizer = read_model_spec(files)
+    if config.variant != "paraformer":
+        raise OnnxModelError(f"{files.root}: {config.raw.get('model')} has no ONNX engine here (its timestamp head "
+                             "and hotword branch are not exported): load its PyTorch model dir instead")
     engine = OnnxEngine(files.root, read_manifest(files.root), num_threads)
     if engine.streaming != config.streaming:
         raise OnnxModelError(f"{files.root}: config.yaml and {MANIFEST} disagree on streaming")

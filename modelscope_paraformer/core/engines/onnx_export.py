@@ -353,6 +353,10 @@ class DecoderChunkGraph(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------- export
 def _check_exportable(model: Paraformer) -> None:
+    if model.config.variant != "paraformer":
+        raise ExportError(f"{model.config.raw.get('model')} cannot be exported to ONNX by this package (its "
+                          "timestamp head and hotword branch have no graphs here): run it on the torch engine "
+                          "(load_model / load_for_inference without engine='onnx')")
     if getattr(model, "inference_only", False):
         raise ExportError("this model was prepared by optimize_for_inference (packed or quantised weights); "
                           "export the model as loaded by load_model")

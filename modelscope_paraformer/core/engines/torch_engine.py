@@ -36,6 +36,8 @@ from ..decoder import DecoderLayerState, DecoderState
 from ..encoder import LayerCache
 from ..engine import ChunkInput, Encoded
 from ..layers import lengths_to_mask
+from ..predictor import TimestampCifPredictor
+from ..seaco import biased_token_ids
 
 if TYPE_CHECKING:
     from ..model import Paraformer
@@ -191,19 +193,33 @@ class TorchEngine:
         valid = lengths_to_mask(lengths, hidden.size(1))
         # zero the padding first: the predictor's conv would see it beside a row's last frame, and a batch would
         # decode differently from each utterance alone (FunASR has that quirk)
-        alphas = self._frame_weights(hidden * valid[:, :, None].to(hidden.dtype)) * valid
+        zeroed = hidden * valid[:, :, None].to(hidden.dtype)
+        alphas = self._frame_weights(zeroed) * valid
         hidden_np, alphas_np = self._numpy(hidden), self._numpy(alphas)
-        return [Encoded(hidden_np[row, :length], alphas_np[row, :length], hidden[row, :length])
+        stamps, up = None, 0
+        predictor = self.model.predictor
+        if isinstance(predictor, TimestampCifPredictor):  # BiCif / SeACo: the upsampled timestamp weights
+            up = predictor.upsample_times
+            stamps = predictor.timestamp_weights(zeroed.to(predictor.dtype)) * valid.repeat_interleave(up, dim=1)
+            stamps = self._numpy(stamps)
+        return [Encoded(hidden_np[row, :length], alphas_np[row, :length], hidden[row, :length],
+                        None if stamps is None else stamps[row, :length * up])
                 for row, length in enumerate(lengths.tolist())]
 
     @torch.inference_mode()
-    def decode(self, encoded: Sequence[Encoded], embeddings: Sequence[np.ndarray]) -> list[list[int]]:
+    def decode(self, encoded: Sequence[Encoded], embeddings: Sequence[np.ndarray],
+               hotwords: Optional[Sequence[Sequence[int]]] = None) -> list[list[int]]:
         device = self.model.device
         memory = nn.utils.rnn.pad_sequence([e.memory for e in encoded], batch_first=True)
         memory_lengths = torch.tensor([e.memory.size(0) for e in encoded], device=device)
         tokens = nn.utils.rnn.pad_sequence([self._tensor(e) for e in embeddings], batch_first=True)
         counts = [len(e) for e in embeddings]
-        best = self.model.decoder(memory, memory_lengths, tokens, torch.tensor(counts, device=device)).argmax(-1)
+        if hotwords is not None:
+            return biased_token_ids(self.model, memory, memory_lengths, tokens, counts, hotwords)
+        scores = self.model.decoder(memory, memory_lengths, tokens, torch.tensor(counts, device=device))
+        if self.model.config.seaco is not None:  # FunASR's SeACo picks from log-probabilities (ties may differ)
+            scores = torch.log_softmax(scores, dim=-1)
+        best = scores.argmax(-1)
         return [row[:count] for row, count in zip(best.tolist(), counts)]
 
     # --------------------------------------------------------------------------------------- streaming
