@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .chunking import ChunkConfig, ChunkSizeError
     from .config import ConfigError
     from .errors import ParaformerError
+    from .fsmn_vad import FsmnVad, VadStream, load_vad
     from .loading import load_model
     from .model import Paraformer
     from .model_dir import ModelDirError
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "AudioError": ".audio", "load_audio": ".audio", "CheckpointError": ".checkpoint", "ChunkConfig": ".chunking",
-    "ChunkSizeError": ".chunking", "ConfigError": ".config", "ParaformerError": ".errors", "load_model": ".loading",
+    "ChunkSizeError": ".chunking", "ConfigError": ".config", "ParaformerError": ".errors", "FsmnVad": ".fsmn_vad",
+    "VadStream": ".fsmn_vad", "load_vad": ".fsmn_vad", "load_model": ".loading",
     "Paraformer": ".model", "ModelDirError": ".model_dir", "Recognizer": ".recognizer",
     "Punctuator": ".punctuation", "load_punctuator": ".punctuation", "PunctuatedText": ".punctuation_text",
     "BatchedStreamer": ".scheduler", "StreamingDecoder": ".scheduler", "Transcript": ".transcript",
