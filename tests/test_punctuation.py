@@ -22,7 +22,8 @@ funasr = pytest.importorskip("funasr")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
-CHINESE = "跨境河流是养育沿岸人民的生命之源长期以来为帮助下游地区防灾减灾中方技术人员在上游地区极为恶劣的自然条件下克服巨大困难"
+CHINESE = ("跨境河流是养育沿岸人民的生命之源长期以来为帮助下游地区防灾减灾中方技术人员"
+           "在上游地区极为恶劣的自然条件下克服巨大困难")
 MIXED = "那今天的会就到这里吧 happy new year 明年见"
 TEXTS = {
     "chinese": CHINESE,
