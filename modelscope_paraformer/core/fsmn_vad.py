@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -271,9 +272,10 @@ class VadStream:
         return (10 * np.log10(np.sum(np.square(windows), axis=1) + 0.000001)).tolist()
 
 
-def load_vad(model_dir: str | os.PathLike) -> FsmnVad:
+def load_vad(model_dir: str | os.PathLike, **model_conf: Any) -> FsmnVad:
     """Load an FSMN-VAD model dir (hub layout: config.yaml, model.pt, am.mvn), strictly: every parameter of
-    the config's architecture must be in ``model.pt`` with its shape."""
+    the config's architecture must be in ``model.pt`` with its shape. ``model_conf`` overrides config.yaml's
+    VAD options, as FunASR's ``vad_kwargs`` do (e.g. ``max_single_segment_time=30000``)."""
     files = find_model_files(model_dir)
     source = str(files.config)
     raw = read_yaml(files.config)
@@ -285,7 +287,11 @@ def load_vad(model_dir: str | os.PathLike) -> FsmnVad:
     if files.cmvn is None:
         raise ModelDirError(f"{files.root}: am.mvn not found (the feature normalisation the VAD was trained with)")
     conf = _encoder_conf(raw, source)
-    options = VadOptions.from_config(raw.get("model_conf"), source)
+    unknown = sorted(set(model_conf) - {option.name for option in fields(VadOptions)})
+    if unknown:
+        known = sorted(option.name for option in fields(VadOptions))
+        raise ConfigError(f"unknown FSMN-VAD option(s) {unknown} (vad_kwargs): the VAD takes {known}")
+    options = VadOptions.from_config({**(raw.get("model_conf") or {}), **model_conf}, source)
     if max(options.sil_pdf_ids) >= conf["output_dim"] or min(options.sil_pdf_ids) < 0:
         raise ConfigError(f"{source}: model_conf.sil_pdf_ids {options.sil_pdf_ids} outside the "
                           f"{conf['output_dim']} output classes")
