@@ -71,16 +71,13 @@ def chinese_words(chars: str, count: int) -> list[str]:
 
 
 def punc_vocabulary(size: int, word_level: bool) -> list[str]:
-    """``<s> </s> <unk>``, English words, (word level: two-character words,) common characters, then CJK
-    characters from U+4E00 up to ``size`` tokens."""
+    """``<s> </s> <unk>``, English words, (word level: two-character words,) common characters, the other CJK
+    characters from U+4E00, then made-up Latin words, up to ``size`` tokens."""
     tokens = SPECIAL_TOKENS + ENGLISH_WORDS + (chinese_words(COMMON_CHARS, size // 4) if word_level else [])
     tokens += list(dict.fromkeys(COMMON_CHARS))
     seen = set(tokens)
-    code = 0x4E00
-    while len(tokens) < size:
-        if chr(code) not in seen:
-            tokens.append(chr(code))
-        code += 1
+    tokens += [chr(code) for code in range(0x4E00, 0xA000) if chr(code) not in seen][:max(0, size - len(tokens))]
+    tokens += [f"word{number}" for number in range(size - len(tokens))]  # the hub vocabularies outgrow CJK
     return tokens[:size]
 
 
