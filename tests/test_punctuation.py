@@ -14,6 +14,7 @@ from modelscope_paraformer.core import ParaformerError, PunctuatedText, load_pun
 from modelscope_paraformer.core.checkpoint import CheckpointError
 from modelscope_paraformer.core.config import ConfigError
 from modelscope_paraformer.core.model_dir import ModelDirError
+from modelscope_paraformer.core.punctuation import find_punc_files
 from modelscope_paraformer.core.punctuation_text import PunctuationTextError, mini_sentences, split_words
 from modelscope_paraformer.tools.random_punc import build_random_punc
 
@@ -108,19 +109,21 @@ def test_empty_text(reference, ours):
         assert ours.punctuate(text) == PunctuatedText("", [])
 
 
-def test_long_unfinished_sentence_is_cut_at_a_comma(punc_dirs, tmp_path):
+def test_long_unfinished_sentence_is_cut_at_a_comma(reference, ours):
     """With no full stop or question mark ever predicted, a carry past 200 words ends at its last comma."""
-    model_dir = tmp_path / "no_sentence_ends"
-    model_dir.mkdir()
-    for path in punc_dirs["zh"].iterdir():
-        (model_dir / path.name).write_bytes(path.read_bytes())
-    state = torch.load(model_dir / "model.pt", weights_only=True)
-    state["decoder.bias"][[3, 4]] = -1e4
-    torch.save(state, model_dir / "model.pt")
-    text = CHINESE * 5
-    expected = _generate(_funasr(model_dir), text)
-    got = load_punctuator(model_dir).punctuate(text)
-    assert (got.text, got.punc_array) == expected
+    biases = [reference["zh"].model.decoder.bias, ours["zh"].model.decoder.bias]
+    saved = [bias.detach().clone() for bias in biases]
+    try:
+        with torch.no_grad():
+            for bias in biases:
+                bias[[3, 4]] = -1e4
+        text = CHINESE * 5
+        got = ours["zh"].punctuate(text)
+        assert (got.text, got.punc_array) == _generate(reference["zh"], text)
+    finally:
+        with torch.no_grad():
+            for bias, value in zip(biases, saved):
+                bias.copy_(value)
     assert "。" in got.text[:-1] and got.punc_array.count(3) >= 2  # the cut comma and the final full stop
 
 
@@ -171,6 +174,18 @@ def test_pipeline_answers_what_funasr_answers(punc_dirs, reference):
         legacy = realtime(text_in=piece, param_dict={"cache": words})[0]  # the pre-1.x model card's list cache
         assert (got["text"], got["punc_array"]) == expected == (legacy["text"], legacy["punc_array"])
         assert cache == their_cache and words == their_cache["pre_text"]
+
+
+def test_jieba_dict_follows_configuration_json(punc_dirs, tmp_path):
+    """As in FunASR: configuration.json's file_path_metas decide alone; a bare dir uses jieba_usr_dict if present."""
+    assert find_punc_files(punc_dirs["large"]).jieba_usr_dict == punc_dirs["large"] / "jieba_usr_dict"
+    unnamed = _broken_copy(punc_dirs["large"], tmp_path / "unnamed")
+    configuration = json.loads((unnamed / "configuration.json").read_text(encoding="utf-8"))
+    del configuration["file_path_metas"]["jieba_usr_dict"]
+    (unnamed / "configuration.json").write_text(json.dumps(configuration), encoding="utf-8")
+    assert find_punc_files(unnamed).jieba_usr_dict is None
+    (unnamed / "configuration.json").unlink()
+    assert find_punc_files(unnamed).jieba_usr_dict == unnamed / "jieba_usr_dict"
 
 
 def _broken_copy(source: Path, target: Path) -> Path:

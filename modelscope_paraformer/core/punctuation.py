@@ -216,7 +216,8 @@ def find_punc_files(model_dir: Union[str, os.PathLike]) -> PunctuationFiles:
     """Locate config.yaml, model.pt, tokens.json and jieba_usr_dict, preferring configuration.json's names.
 
     As in FunASR, a configuration.json with ``file_path_metas`` decides alone whether jieba is used; a bare dir
-    uses a ``jieba_usr_dict`` file when there is one.
+    uses a ``jieba_usr_dict`` file when there is one. A ``seg_dict`` is not read: FunASR's tokenizer cannot
+    apply one to the punctuation models' word lists (it fails), so no hub punctuation model has one.
     """
     root = Path(model_dir).expanduser()
     if not root.is_dir():
