@@ -234,9 +234,10 @@ def punctuate_streaming(text: str, cache: dict, encode: Callable[[list[str]], li
     pieces = []
     for index in range(len(all_words)):
         if index > 0 and starts_ascii(all_words[index]) and len(all_words[index - 1][-1].encode()) == 1:
-            all_words[index] = " " + all_words[index]  # the carry keeps the space: FunASR stores it so
+            all_words[index] = " " + all_words[index]  # FunASR's cache keeps words with this space
         if index >= len(carried):
             pieces.append(all_words[index])
+        # the last carried word's mark, which the previous call left out, opens this call's text
         if index >= len(carried) - 1 and marks[index] != NO_MARK:
             pieces.append(marks[index])
     out = "".join(pieces)
