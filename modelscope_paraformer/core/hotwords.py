@@ -63,11 +63,11 @@ def _lines(hotwords: Hotwords) -> list[str]:
             raise HotwordError(f"cannot read the hotword file {hotwords} ({error}): give a UTF-8 text file "
                                "with one hotword per line") from None
     if isinstance(hotwords, str):
-        if hotwords.endswith(".txt") and len(hotwords.split()) == 1:
-            raise HotwordError(f"hotword file not found: {hotwords}")
         if hotwords.startswith(("http://", "https://")):
             raise HotwordError(f"hotwords from a URL ({hotwords}) are not downloaded: download the file and "
                                "give its path")
+        if hotwords.endswith(".txt") and len(hotwords.split()) == 1:
+            raise HotwordError(f"hotword file not found: {hotwords}")
         return hotwords.split()
     if isinstance(hotwords, Sequence) and all(isinstance(word, str) for word in hotwords):
         return list(hotwords)
