@@ -27,6 +27,7 @@ setup(
         "pyyaml",
         "tqdm",
         "onnxruntime>=1.17",  # the engine of exported ONNX dirs
+        "jieba>=0.42",  # word segmentation of the ct-punc punctuation model (as FunASR's)
     ],
     extras_require={
         "modelscope": ["modelscope[framework]>=1.9"],

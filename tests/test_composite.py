@@ -79,12 +79,12 @@ def test_companion_arguments(tmp_path):
 
 # --- the composite against funasr on a recording with pauses --------------------------------------------------
 
-SENTENCES = ["jin1 tian1 tian1 qi4 hen3 hao3 wo3 men5 qu4 gong1 yuan2 san4 bu4", "qing3 wen4 huo3 che1 zhan4 zai4 na3 li3",
+SENTENCES = ["jin1 tian1 tian1 qi4 hen3 hao3 wo3 men5 qu4 gong1 yuan2 san4 bu4", "qing3 wen4 huo3 che1 zhan4 na3 li3",
              "zhe4 ge4 xiang4 mu4 de5 jin4 du4 bi3 yu4 qi1 de5 yao4 kuai4", "ming2 tian1 xia4 wu3 san1 dian3 kai1 hui4",
              "wo3 xiang3 mai3 yi1 ben3 guan1 yu2 li4 shi3 de5 shu1", "ta1 de5 dian4 hua4 hao4 ma3 shi4 yi1 san1 ba1",
              "yu3 yin1 shi2 bie2 ji4 shu4 fa1 zhan3 de5 fei1 chang2 kuai4", "zhou1 mo4 wo3 men5 yi4 qi3 qu4 kan4 ba5",
              "zhe4 jia1 can1 ting1 de5 cai4 you4 hao3 chi1 you4 pian2 yi5", "qing3 ba3 chuang1 hu4 guan1 shang4",
-             "ta1 mei3 tian1 zao3 shang4 liu4 dian3 qi3 chuang2 pao3 bu4", "xie4 xie4 da4 jia1 de5 nai4 xin1 ting1 jiang3"]
+             "ta1 mei3 tian1 zao3 shang4 liu4 dian3 qi3 chuang2 pao3 bu4", "xie4 xie4 da4 jia1 de5 nai4 xin1"]
 PAUSES_S = [0.4, 1.2, 0.3, 2.5, 0.8, 1.6, 0.5, 3.0, 0.9, 1.1, 0.6, 1.4]
 
 
