@@ -109,7 +109,7 @@ def recording(tmp_path_factory):
     audio = np.concatenate(parts)
     audio += np.random.default_rng(0).normal(0, 0.002, audio.size).astype(np.float32)
     soundfile.write(root / "recording.wav", audio, 16000)
-    return audio, root / "recording.wav"
+    return soundfile.read(root / "recording.wav", dtype="float32")[0], root / "recording.wav"  # as 16-bit PCM
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +156,47 @@ def test_composite_equals_funasr(small_models, companions, recording, funasr_com
     assert "".join(s["text"] for s in ours["sentence_info"]) == ours["text"].replace("<unk>", "")
     assert [t for s in ours["sentence_info"] for t in s["timestamp"]] == ours["timestamp"]
     assert all(s["start"] == s["timestamp"][0][0] and s["end"] == s["timestamp"][-1][1] for s in ours["sentence_info"])
+
+
+def test_pipeline_and_cli_compose_as_funasr(small_models, companions, recording, funasr_composite, tmp_path):
+    """pipeline(..., vad_model=, punc_model=), a model dir whose configuration.json names them, and the CLI."""
+    import shutil
+    import subprocess
+    import sys
+
+    import modelscope_paraformer  # noqa: F401
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+
+    asr = pipeline(task=Tasks.auto_speech_recognition, model=str(small_models["offline"]), device="cpu",
+                   vad_model=companions["vad"], punc_model=companions["punc"])
+    result = asr(str(recording[1]), batch_size_s=60, sentence_timestamp=True)[0]
+    assert (result["text"], result["timestamp"]) == (funasr_composite["text"], funasr_composite["timestamp"])
+    assert len(result["sentence_info"]) == len(funasr_composite["sentence_info"])
+
+    named = tmp_path / "asr_with_companions"  # as the hub's vad-punc repos: configuration.json names them
+    shutil.copytree(small_models["offline"], named)
+    configuration = json.loads((named / "configuration.json").read_text())
+    configuration.update(vad_model=companions["vad"], punc_model=companions["punc"], punc_model_revision="v2.0.4")
+    (named / "configuration.json").write_text(json.dumps(configuration))
+    implied = pipeline(task=Tasks.auto_speech_recognition, model=str(named), device="cpu")(str(recording[1]))[0]
+    assert implied["text"] == funasr_composite["text"]
+    plain = pipeline(task=Tasks.auto_speech_recognition, model=str(named), device="cpu", vad_model=None,
+                     punc_model=None)(str(recording[1]))[0]
+    assert "。" not in plain["text"] and plain["text"].replace(" ", "") != ""  # turned off: no punctuation
+
+    out = subprocess.run([sys.executable, "-m", "modelscope_paraformer", "transcribe", str(recording[1]), "--model",
+                          str(small_models["offline"]), "--vad-model", companions["vad"], "--punc-model",
+                          companions["punc"], "--json"], capture_output=True, text=True, check=True)
+    printed = json.loads(out.stdout)
+    assert (printed["text"], printed["timestamp"]) == (funasr_composite["text"], funasr_composite["timestamp"])
+
+
+def test_unsupported_companion_is_refused(small_models):
+    import modelscope_paraformer  # noqa: F401
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+
+    with pytest.raises(CompositionError, match="spk_model='cam\\+\\+': speaker diarisation is not implemented"):
+        pipeline(task=Tasks.auto_speech_recognition, model=str(small_models["offline"]), device="cpu",
+                 spk_model="cam++")
