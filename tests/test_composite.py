@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +201,21 @@ def test_unsupported_companion_is_refused(small_models):
     with pytest.raises(CompositionError, match="spk_model='cam\\+\\+': speaker diarisation is not implemented"):
         pipeline(task=Tasks.auto_speech_recognition, model=str(small_models["offline"]), device="cpu",
                  spk_model="cam++")
+
+
+def test_hub_layout_companion_dirs_route_to_our_pipelines(companions, recording):
+    """The hub's VAD and punctuation repos say funasr-pipeline; pipeline() builds ours for them, as for ASR."""
+    import modelscope_paraformer  # noqa: F401
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+
+    from modelscope_paraformer.core import load_punctuator, load_vad
+
+    assert json.loads((Path(companions["vad"]) / "configuration.json").read_text())["pipeline"]["type"] == \
+        "funasr-pipeline"
+    vad = pipeline(task=Tasks.voice_activity_detection, model=companions["vad"], device="cpu")
+    assert type(vad).__name__ == "FsmnVadPipeline"
+    assert vad(recording[0])[0]["value"] == load_vad(companions["vad"]).segments(recording[0])
+    punc = pipeline(task=Tasks.punctuation, model=companions["punc"], device="cpu")
+    assert type(punc).__name__ == "PunctuationPipeline"
+    assert punc("今天天气很好")[0]["text"] == load_punctuator(companions["punc"]).punctuate("今天天气很好").text
