@@ -219,3 +219,25 @@ def test_hub_layout_companion_dirs_route_to_our_pipelines(companions, recording)
     punc = pipeline(task=Tasks.punctuation, model=companions["punc"], device="cpu")
     assert type(punc).__name__ == "PunctuationPipeline"
     assert punc("今天天气很好")[0]["text"] == load_punctuator(companions["punc"]).punctuate("今天天气很好").text
+
+
+def test_pipeline_passes_hotwords_to_seaco(tmp_path, speech):
+    """pipeline(..., hotword=...) (and the model card's param_dict) reach the SeACo decoder: the pipeline's text
+    equals the core's with the same hotwords (the core's equals funasr's: test_timestamps_variants.py), and the
+    hotwords change the text of this random model."""
+    import modelscope_paraformer  # noqa: F401
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+
+    from modelscope_paraformer.core import load_model
+    from modelscope_paraformer.tools.random_model import build_random_model
+
+    seaco = build_random_model(tmp_path / "seaco", "seaco", 2, 1, 64, 128, 100, seed=3)
+    core = load_model(seaco)
+    plain = core.transcribe([speech])[0].text
+    hotwords = plain[1:3] + " " + "".join(ch for ch in "乙乜九乞也" if ch not in plain)[:2]
+    biased = core.transcribe([speech], hotwords=hotwords)[0]
+    asr = pipeline(task=Tasks.auto_speech_recognition, model=str(seaco), device="cpu")
+    assert asr(speech, hotword=hotwords)[0]["text"] == biased.text
+    assert asr(audio_in=speech, param_dict={"hotword": hotwords})[0]["text"] == biased.text
+    assert asr(speech)[0]["text"] == plain != biased.text

@@ -54,9 +54,9 @@ class ParaformerForASR(TorchModel):
         return self.paraformer.streaming
 
     def transcribe(self, waveforms: Sequence[np.ndarray], keys: Sequence[str] | None = None,
-                   batch_size: int = 8) -> list[Transcript]:
-        """Recognise 16 kHz float32 waveforms (see :meth:`Paraformer.transcribe`)."""
-        return self.paraformer.transcribe(waveforms, keys, batch_size)
+                   batch_size: int = 8, hotwords: Any = None) -> list[Transcript]:
+        """Recognise 16 kHz float32 waveforms (see :meth:`Paraformer.transcribe`); ``hotwords`` for SeACo."""
+        return self.paraformer.transcribe(waveforms, keys, batch_size, hotwords=hotwords)
 
     def stream(self, **options: Any) -> StreamingDecoder:
         """A new streaming session; ``options`` are those of :class:`StreamingDecoder` (chunk_size, look-backs, key)."""

@@ -180,7 +180,8 @@ class ParaformerASRPipeline(Pipeline):
             transcripts = [None] * len(utterances)
             for batch in plan_batches([len(u.samples) for u in utterances], batch_size, options.get("batch_size_s")):
                 decoded = self.model.transcribe([utterances[i].samples for i in batch],
-                                                [utterances[i].key for i in batch], len(batch))
+                                                [utterances[i].key for i in batch], len(batch),
+                                                hotwords=options.get("hotword"))
                 for i, transcript in zip(batch, decoded):
                     transcripts[i] = transcript
         return ResultList(t.as_dict() for t in transcripts)
@@ -200,6 +201,8 @@ class ParaformerASRPipeline(Pipeline):
         if len(utterances) != 1:
             raise ValueError(f"a streaming call takes one chunk of one stream, got {len(utterances)} inputs")
         chunk = utterances[0]
+        if options.get("hotword") and SESSION_KEY not in cache:
+            logger.warning("hotword is for offline SeACo Paraformers; this streaming session ignores it")
         session = cache.get(SESSION_KEY)
         requested = decoder_options(options)
         if session is None:
