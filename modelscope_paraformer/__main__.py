@@ -142,6 +142,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the WebSocket server (FunASR's protocol), its browser page and /health until SIGTERM."""
     from .core.endpoint import EndpointConfig
+    from .core.fsmn_vad import load_vad
     from .core.loading import load_for_inference
     from .hub import resolve_model_dir
     from .serving.server import ServerOptions, run_server
@@ -149,6 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(getattr(logging, args.log_level.upper()))
     model_dir = _model_dir(args)
     model = load_for_inference(model_dir, "cpu", args.dtype, args.quantize, args.num_threads)
+    vad = load_vad(resolve_model_dir(args.vad_model)) if args.vad_model else None
     offline = None
     if args.offline_model:
         offline = load_for_inference(resolve_model_dir(args.offline_model), "cpu", args.dtype, args.quantize,
@@ -158,7 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             max_session_s=args.max_session, max_backlog_s=args.max_backlog,
                             token=args.token, certfile=args.certfile, keyfile=args.keyfile,
                             endpoint=EndpointConfig(end_silence_ms=args.end_silence_ms,
-                                                    max_utterance_ms=int(args.max_utterance_s * 1000)))
+                                                    max_utterance_ms=int(args.max_utterance_s * 1000)), vad=vad)
     return run_server(model, offline, options, args.max_batch, str(model_dir))
 
 
@@ -246,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of undecoded audio per connection before the server stops reading it")
     p.add_argument("--end-silence-ms", type=int, default=800, help="silence that ends an utterance")
     p.add_argument("--max-utterance-s", type=float, default=60.0, help="longest utterance before a forced end")
+    p.add_argument("--vad-model", help="FSMN-VAD dir or hub id (e.g. fsmn-vad) that cuts utterances instead of the "
+                   "energy endpointer (--end-silence-ms is its max_end_silence_time)")
     p.add_argument("--token", help="require this access token (?token=... or Authorization: Bearer ...)")
     p.add_argument("--certfile", help="TLS certificate (wss:// and https://)")
     p.add_argument("--keyfile", help="TLS private key")

@@ -12,15 +12,20 @@ keeps its streaming caches and token lists bounded. The defaults follow FunASR's
 :class:`Segmenter` gates a stream with it, as FunASR's runtimes do with their VAD: only utterances (each with
 ``preroll_ms`` of audio before its onset) go on to recognition, the silence between them costs nothing, and a
 model never sees long stretches of silence before speech (small models hallucinate on them).
+:class:`FsmnSegmenter` does the same with FunASR's FSMN-VAD (:mod:`.fsmn_vad`) deciding instead of the energy.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .vad import frame_energy_db
+
+if TYPE_CHECKING:  # the energy endpointer needs no torch; only a loaded FSMN-VAD brings it
+    from .fsmn_vad import FsmnVad
 
 
 @dataclass(frozen=True)
@@ -171,3 +176,84 @@ class Segmenter:
             self._held = held[len(held) - cap:] if len(held) > cap else held
         self.position += len(samples)
         return [piece for piece in pieces if len(piece[0]) or piece[1]]
+
+
+class FsmnSegmenter:
+    """:class:`Segmenter`'s interface with an FSMN-VAD stream deciding where utterances start and end.
+
+    The VAD reports a start a few hundred ms after it (its window and look-back) and an end after
+    ``end_silence_ms`` of silence, so the audio outside utterances is held back long enough to begin each
+    utterance where the VAD says, while the audio of an utterance goes on at once (no added latency): an
+    utterance ends with the audio fed when its end is known, keeping the silence the VAD took to decide.
+    ``max_utterance_ms`` cuts an utterance that goes on, and the next one continues at the cut.
+    """
+
+    def __init__(self, vad: FsmnVad, sample_rate: int, config: EndpointConfig = EndpointConfig(),
+                 chunk_ms: int = 200):
+        self.rate = int(sample_rate)
+        self.stream = vad.stream(chunk_ms, max_end_silence_ms=config.end_silence_ms, partial=True,
+                                 sample_rate=self.rate)
+        options = vad.options
+        start_latency_ms = options.window_size_ms + options.lookback_time_start_point + chunk_ms + 100  # + frontend
+        self._cap = int(start_latency_ms * self.rate / 1000)
+        self.head = int(config.head_ms * self.rate / 1000)
+        self.max_utterance = max(1, int(config.max_utterance_ms * self.rate / 1000))
+        self._held = np.zeros(0, np.float32)  # the latest samples outside utterances
+        self._open = False
+        self._utterance_start = 0
+        self.position = 0  # samples seen
+        self.last_end = 0  # where the last utterance ended (the next one cannot start before)
+        self.utterances = 0
+
+    @property
+    def in_utterance(self) -> bool:
+        return self._open
+
+    def accept(self, samples: np.ndarray) -> list[tuple[np.ndarray, bool, int]]:
+        """The utterance pieces ``(samples, ends, start)`` within the held-back and the new samples."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        pieces: list[tuple[np.ndarray, bool, int]] = []
+        cursor = 0  # samples[:cursor] are handled
+        for begin_ms, end_ms in self.stream.feed(samples):
+            if begin_ms != -1 and not self._open:
+                cursor = self._begin(begin_ms, samples, pieces)
+            if end_ms != -1 and self._open:
+                pieces.append((samples[cursor:], True, self.position + cursor))
+                cursor = len(samples)
+                self.last_end = self.position + len(samples)
+                self._open = False
+        if self._open:
+            piece, start = samples[cursor:], self.position + cursor
+            cut = start + len(piece) - self._utterance_start >= self.max_utterance
+            pieces.append((piece, cut, start))
+            if cut:  # the VAD still hears speech: the next utterance starts here
+                self._utterance_start = self.last_end = self.position + len(samples)
+                self.utterances += 1
+        else:
+            rest = samples[cursor:]
+            held = np.concatenate([self._held, rest]) if len(self._held) else rest.copy()
+            self._held = held[len(held) - self._cap:] if len(held) > self._cap else held
+        self.position += len(samples)
+        return [piece for piece in pieces if len(piece[0]) or piece[1]]
+
+    def _begin(self, begin_ms: int, samples: np.ndarray, pieces: list) -> int:
+        """Open an utterance at the VAD's start; the held-back audio from there goes out; returns the cursor."""
+        onset = round(begin_ms * self.rate / 1000)
+        begin = 0 if self.utterances == 0 and onset <= self.head else onset
+        held_start = self.position - len(self._held)
+        begin = max(begin, self.last_end, held_start)
+        cursor = 0
+        if begin < self.position:
+            pieces.append((self._held[begin - held_start:], False, begin))
+        else:
+            cursor = min(begin - self.position, len(samples))
+        self._held = self._held[:0]
+        self._open, self._utterance_start = True, begin
+        self.utterances += 1
+        return cursor
+
+
+def make_segmenter(sample_rate: int, config: EndpointConfig = EndpointConfig(),
+                   vad: FsmnVad | None = None) -> Segmenter | FsmnSegmenter:
+    """The FSMN-VAD segmenter when a VAD is given, else the causal energy one."""
+    return Segmenter(sample_rate, config) if vad is None else FsmnSegmenter(vad, sample_rate, config)

@@ -1,7 +1,7 @@
 """The asyncio WebSocket server: FunASR's runtime protocol, the browser page and a health endpoint on one port.
 
 The event loop only does I/O: each connection parses the protocol (:mod:`.protocol`), cuts utterances with the
-causal endpointer (:mod:`..core.endpoint`) and hands audio to the one engine thread (:mod:`.worker`), which
+causal endpointer (:mod:`..core.endpoint`: energy, or FSMN-VAD with ``serve --vad-model``) and hands audio to the one engine thread (:mod:`.worker`), which
 sends results back. Plain HTTP GETs on the same port (websockets' ``process_request``) serve ``/health`` and
 the shipped static page; nothing else of the file system is reachable. The server keeps no state across
 connections, so any number of processes can run behind a load balancer that keeps each connection on one.
@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..core.audio import to_float32
-from ..core.endpoint import EndpointConfig, Segmenter
+from ..core.endpoint import EndpointConfig, FsmnSegmenter, Segmenter, make_segmenter
 from ..core.errors import ParaformerError
 from . import protocol
 from .protocol import ProtocolError, SessionConfig
@@ -62,6 +62,7 @@ class ServerOptions:
     certfile: Optional[str] = None
     keyfile: Optional[str] = None
     endpoint: EndpointConfig = EndpointConfig()
+    vad: Any = None  # a loaded FSMN-VAD (core.fsmn_vad.FsmnVad) cuts utterances instead of the energy endpointer
 
 
 class ServingError(ParaformerError):
@@ -114,7 +115,7 @@ class Connection:
         self.session = 0  # sessions on this connection (a new config after a finished one starts another)
         self.sid: Optional[tuple] = None
         self.progress = Progress()
-        self.segmenter: Optional[Segmenter] = None
+        self.segmenter: Optional[Segmenter | FsmnSegmenter] = None
         self.finishing = False
         self.finished = asyncio.Event()
         self.want_ack = False
@@ -240,7 +241,8 @@ class Connection:
         self.session += 1
         self.sid = (self.cid, self.session)
         self.progress = Progress()
-        self.segmenter = Segmenter(config.audio_fs, self.server.options.endpoint) if config.is_pcm else None
+        options = self.server.options
+        self.segmenter = make_segmenter(config.audio_fs, options.endpoint, options.vad) if config.is_pcm else None
         self.finishing, self.want_ack, self.odd_byte, self.header_checked = False, False, b"", False
         self.file_bytes, self.file_size = [], 0
         self.finished = asyncio.Event()
@@ -349,6 +351,7 @@ class AsrServer:
         """What ``GET /health`` answers."""
         return {"status": "ok" if self.worker and self.worker.stats()["alive"] else "degraded",
                 "model": self.model_name, "offline_model": bool(self.offline_model),
+                "endpointer": "energy" if self.options.vad is None else "fsmn-vad",
                 "connections": len(self.connections), "max_connections": self.options.max_connections,
                 "served": self.served, "refused": self.refused, "uptime_s": round(time.monotonic() - self._started),
                 "rss_mb": _rss_mb(), "engine": self.worker.stats() if self.worker else {}}
