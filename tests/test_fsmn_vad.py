@@ -72,9 +72,10 @@ def vad_dir(tmp_path_factory):
     return build_random_vad(tmp_path_factory.mktemp("fsmn_vad") / "vad", seed=0)
 
 
-def _funasr(model_dir):
+def _funasr(model_dir, **options):
     logging.getLogger().setLevel(logging.WARNING)
-    return funasr.AutoModel(model=str(model_dir), disable_update=True, ncpu=1, device="cpu", log_level="ERROR")
+    return funasr.AutoModel(model=str(model_dir), disable_update=True, ncpu=1, device="cpu", log_level="ERROR",
+                            **options)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_random_vad_is_the_hub_architecture_and_funasr_loads_every_key(vad_dir, 
            {key: tuple(v.shape) for key, v in theirs.items()}
     assert sum(v.numel() for v in checkpoint.values()) == 428_738  # what the hub config's sizes make
     assert VAD_CONFIG["encoder_conf"]["output_dim"] == 248 and VAD_CONFIG["frontend_conf"]["lfr_m"] == 5
-    options = reference.model.vad_opts
+    options = _funasr(vad_dir).model.vad_opts  # a fresh one: funasr's calls change their model's options
     assert all(getattr(options, name) == value for name, value in vars(ours.options).items())
 
 
@@ -185,6 +186,15 @@ def test_config_variants_equal_funasr(tmp_path, recording, model_conf, one_threa
         _funasr_stream(reference, pieces, 300)
     if "max_single_segment_time" in model_conf:
         assert max(end - beg for beg, end in ours.segments(samples)) == 3010  # FunASR cuts one frame late
+
+
+def test_options_override_model_conf_as_funasr_kwargs(vad_dir, recording, one_thread):
+    clip = recording[:16 * RATE]
+    expected = _funasr(vad_dir, max_single_segment_time=2500).generate(input=clip, disable_pbar=True)[0]["value"]
+    got = load_vad(vad_dir, max_single_segment_time=2500, snr_mode=0).segments(clip)
+    assert got == expected and max(end - beg for beg, end in got) == 2510
+    with pytest.raises(ConfigError, match="unknown FSMN-VAD option"):
+        load_vad(vad_dir, max_segment=1)
 
 
 def test_int16_silence_and_short_input(vad_dir, reference, recording):

@@ -45,10 +45,20 @@ class VadOptions:
     sil_pdf_ids: list[int] = field(default_factory=lambda: [0])
     frame_in_ms: int = 10
     frame_length_ms: int = 25
+    # accepted as FunASR accepts them, and as unused by its decisions
+    snr_mode: int = 0
+    do_start_point_detection: bool = True
+    do_end_point_detection: bool = True
+    nn_eval_block_size: int = 8
+    dcd_block_size: int = 4
+    silence_pdf_num: int = 1
+    speech_noise_thresh_low: float = -0.1
+    speech_noise_thresh_high: float = 0.3
+    output_frame_probs: bool = False
 
     @classmethod
     def from_config(cls, model_conf: dict[str, Any] | None, source: str = "config.yaml") -> VadOptions:
-        """Known keys of ``model_conf`` (others, e.g. ``snr_mode``, are unused by FunASR too), type-checked."""
+        """The known keys of ``model_conf``, type-checked (others are ignored, as FunASR ignores them)."""
         values = {}
         for option in fields(cls):
             if option.name not in (model_conf or {}):
@@ -58,6 +68,9 @@ class VadOptions:
                 if not (isinstance(value, list) and value and all(isinstance(v, int) for v in value)):
                     raise ConfigError(f"{source}: model_conf.sil_pdf_ids must be a non-empty list of class "
                                       f"indices, got {value!r}")
+            elif isinstance(option.default, bool):
+                if not isinstance(value, (bool, int)):
+                    raise ConfigError(f"{source}: model_conf.{option.name} must be true or false, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{source}: model_conf.{option.name} must be a number, got {value!r}")
             values[option.name] = value
