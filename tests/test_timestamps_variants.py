@@ -149,6 +149,9 @@ def test_seaco_filters_over_50_hotwords(ours, reference, clips):
 
 
 def test_hotwords_on_a_model_without_them_warn_and_are_ignored(ours, clips, caplog):
+    from modelscope_paraformer.core import recognizer
+
+    recognizer._warn_hotwords_ignored.cache_clear()  # it warns once per model type and process
     plain = ours["offline"].transcribe([clips["short"]])[0]
     with caplog.at_level(logging.WARNING):
         biased = ours["offline"].transcribe([clips["short"]], hotwords="丁七")[0]
