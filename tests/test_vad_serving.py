@@ -96,3 +96,13 @@ def test_server_cuts_a_live_session_at_fsmn_vad_endpoints(vad_server, vad_dir, t
     assert len(utterances) == 3
     for (first_sample, _), stamp in zip(utterances, starts):  # each sentence's first token lies in its utterance
         assert first_sample / 16 <= stamp < first_sample / 16 + 1000
+
+
+def test_gradio_live_session_cuts_with_the_vad(vad_dir, three_sentences, one_thread):
+    from modelscope_paraformer.core.loading import load_for_inference
+    from modelscope_paraformer.serving.gradio_app import LiveSession
+
+    live = LiveSession(load_for_inference(DEMO_MODEL_DIR, "cpu", "fp32", None, 1), vad=load_vad(vad_dir))
+    for start in range(0, len(three_sentences), 8000):  # the browser's half-second pieces
+        live.feed(three_sentences[start:start + 8000], 16000)
+    assert live.finish().split("\n") == [EXAMPLE_TEXT] * 3 and len(live.sentences) == 3

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import DEMO_MODEL_DIR
 from ..core.audio import resample, to_float32
-from ..core.endpoint import EndpointConfig, Segmenter
+from ..core.endpoint import EndpointConfig, FsmnSegmenter, Segmenter, make_segmenter
 
 logger = logging.getLogger(__name__)
 ENGINE_LOCK = threading.Lock()  # one engine call at a time, whichever Gradio thread makes it
@@ -53,14 +53,16 @@ def transcribe_upload(model: Any, audio: Any) -> str:
 
 
 class LiveSession:
-    """One browser's live microphone: utterances cut by the causal endpointer, each streamed on the model."""
+    """One browser's live microphone: utterances cut by the causal endpointer (or an FSMN-VAD, ``vad``), each
+    streamed on the model."""
 
-    def __init__(self, model: Any, endpoint: EndpointConfig = EndpointConfig()):
+    def __init__(self, model: Any, endpoint: EndpointConfig = EndpointConfig(), vad: Any = None):
         from ..core.scheduler import StreamingDecoder
 
         self.decoder = StreamingDecoder(model, LIVE_CHUNK_SIZE, 4, 0)
         self.endpoint = endpoint
-        self.segmenter: Optional[Segmenter] = None
+        self.vad = vad
+        self.segmenter: Optional[Segmenter | FsmnSegmenter] = None
         self.rate: Optional[int] = None
         self.sentences: list[str] = []
 
@@ -69,7 +71,7 @@ class LiveSession:
         if self.segmenter is None or rate != self.rate:
             if self.segmenter is not None and self.segmenter.in_utterance:
                 self.finish()  # a new rate (a new recording): end the utterance at the old rate first
-            self.segmenter, self.rate = Segmenter(rate, self.endpoint), rate
+            self.segmenter, self.rate = make_segmenter(rate, self.endpoint, self.vad), rate
         with ENGINE_LOCK:
             for piece, ends, _ in self.segmenter.accept(samples):
                 self.decoder.feed(piece, is_final=ends, sample_rate=rate)
@@ -92,8 +94,9 @@ class LiveSession:
         return "\n".join([*self.sentences, self.decoder.text]).strip()
 
 
-def build_app(model: Any = None, offline_model: Any = None) -> Any:
-    """The ``gr.Blocks`` of the demo (not launched); ``model`` is a loaded streaming model (default: demo)."""
+def build_app(model: Any = None, offline_model: Any = None, vad: Any = None) -> Any:
+    """The ``gr.Blocks`` of the demo (not launched); ``model`` is a loaded streaming model (default: demo),
+    ``vad`` a loaded FSMN-VAD that cuts the live utterances (default: the energy endpointer)."""
     import gradio as gr
 
     if model is None:
@@ -104,7 +107,7 @@ def build_app(model: Any = None, offline_model: Any = None) -> Any:
         return transcribe_upload(offline, audio)
 
     def on_stream(audio: Any, session: Optional[LiveSession]) -> tuple[str, LiveSession]:
-        session = session or LiveSession(model)
+        session = session or LiveSession(model, vad=vad)
         if audio is None:
             return session.text, session
         samples, rate = _samples(audio)
@@ -139,10 +142,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="Paraformer ASR Gradio demo")
     parser.add_argument("--model", help="streaming model dir or hub id (default: the shipped demo model)")
     parser.add_argument("--offline-model", help="model for the upload / record tab (default: --model)")
+    parser.add_argument("--vad-model", help="FSMN-VAD dir or hub id (e.g. fsmn-vad) that cuts live utterances")
     parser.add_argument("--num-threads", type=int)
     parser.add_argument("--host", help="bind address (default: GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT or 7860)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model, offline = load_models(args.model, args.offline_model, args.num_threads)
-    build_app(model, offline).queue().launch(server_name=args.host, server_port=args.port)
+    vad = None
+    if args.vad_model:
+        from ..core.fsmn_vad import load_vad
+        from ..hub import resolve_model_dir
+
+        vad = load_vad(resolve_model_dir(args.vad_model))
+    build_app(model, offline, vad).queue().launch(server_name=args.host, server_port=args.port)
