@@ -295,7 +295,14 @@ class Connection:
         samples = to_float32(pcm)
         rate = config.audio_fs
         # only utterances go on, each closed at its endpoint: long sessions stay bounded, pauses cost nothing
-        for piece, ends, start in self.segmenter.accept(samples):
+        segmenter = self.segmenter
+        if isinstance(segmenter, FsmnSegmenter):  # network steps: off the event loop that serves every client
+            pieces = await asyncio.to_thread(segmenter.accept, samples)
+            if segmenter is not self.segmenter:  # the connection failed meanwhile
+                return
+        else:
+            pieces = segmenter.accept(samples)
+        for piece, ends, start in pieces:
             self.server.worker.audio(self.sid, piece, rate, cut=ends, start_s=start / rate)
             self.progress.submitted_s += len(piece) / rate
         # backpressure: stop reading (TCP pushes back on the client) while the engine is behind
