@@ -151,6 +151,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_dir = _model_dir(args)
     model = load_for_inference(model_dir, "cpu", args.dtype, args.quantize, args.num_threads)
     vad = load_vad(resolve_model_dir(args.vad_model)) if args.vad_model else None
+    punctuator = None
+    if args.punc_model:
+        from .core.punctuation import load_punctuator
+
+        punctuator = load_punctuator(resolve_model_dir(args.punc_model))
     offline = None
     if args.offline_model:
         offline = load_for_inference(resolve_model_dir(args.offline_model), "cpu", args.dtype, args.quantize,
@@ -160,7 +165,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             max_session_s=args.max_session, max_backlog_s=args.max_backlog,
                             token=args.token, certfile=args.certfile, keyfile=args.keyfile,
                             endpoint=EndpointConfig(end_silence_ms=args.end_silence_ms,
-                                                    max_utterance_ms=int(args.max_utterance_s * 1000)), vad=vad)
+                                                    max_utterance_ms=int(args.max_utterance_s * 1000)), vad=vad,
+                            punctuator=punctuator)
     return run_server(model, offline, options, args.max_batch, str(model_dir))
 
 
@@ -250,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-utterance-s", type=float, default=60.0, help="longest utterance before a forced end")
     p.add_argument("--vad-model", help="FSMN-VAD dir or hub id (e.g. fsmn-vad) that cuts utterances instead of the "
                    "energy endpointer (--end-silence-ms is its max_end_silence_time)")
+    p.add_argument("--punc-model", help="CT-Transformer dir or hub id (e.g. ct-punc) that punctuates the offline "
+                   "and 2pass-offline sentences")
     p.add_argument("--token", help="require this access token (?token=... or Authorization: Bearer ...)")
     p.add_argument("--certfile", help="TLS certificate (wss:// and https://)")
     p.add_argument("--keyfile", help="TLS private key")

@@ -54,7 +54,7 @@ class SessionConfig:
     encoder_chunk_look_back: int = 4
     decoder_chunk_look_back: int = 0
     itn: bool = True
-    hotwords: Optional[str] = None
+    hotwords: Optional[list[str]] = None  # for a SeACo offline model; FunASR's weights are not used by SeACo
     ignored: list[str] = field(default_factory=list)  # unknown fields, for the log
 
     @property
@@ -107,6 +107,31 @@ def _int(message: dict, name: str, default: int, low: int, high: int) -> int:
     return int(number)
 
 
+MAX_HOTWORDS_CHARS = 10_000
+
+
+def parse_hotwords(value: Any) -> Optional[list[str]]:
+    """The ``hotwords`` field as FunASR's clients send it: a JSON object string ``{"word": weight, ...}`` (its
+    Python client and HTML5 page), such an object itself, or plain space-separated words. None when empty."""
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        if len(value) > MAX_HOTWORDS_CHARS:
+            raise ProtocolError(f"hotwords is {len(value)} characters long; at most {MAX_HOTWORDS_CHARS}")
+        try:
+            value = json.loads(value) if value.lstrip().startswith("{") else value
+        except json.JSONDecodeError:
+            raise ProtocolError("hotwords starts with '{' but is not a JSON object: send {\"word\": weight, ...} "
+                                "or space-separated words") from None
+    if isinstance(value, dict):
+        words = [str(word).strip() for word in value]
+    elif isinstance(value, str):
+        words = value.split()
+    else:
+        raise ProtocolError(f"hotwords must be a string or a JSON object, got {type(value).__name__}")
+    return [word for word in words if word] or None
+
+
 def parse_chunk_size(value: Any) -> tuple[int, int, int]:
     """``[left, chunk, right]`` in 60 ms frames (a list, or a "5,10,5" string as FunASR's server accepts)."""
     if isinstance(value, str):
@@ -138,7 +163,6 @@ def parse_config(message: dict) -> SessionConfig:
     wav_format = message.get("wav_format") or "pcm"
     if not isinstance(wav_name, str) or not isinstance(wav_format, str):
         raise ProtocolError("wav_name and wav_format must be strings")
-    hotwords = message.get("hotwords")
     config = SessionConfig(
         mode=mode, wav_name=wav_name[:256], wav_format=wav_format[:16],
         audio_fs=_int(message, "audio_fs", 16000, MIN_AUDIO_FS, MAX_AUDIO_FS),
@@ -147,7 +171,7 @@ def parse_config(message: dict) -> SessionConfig:
         encoder_chunk_look_back=_int(message, "encoder_chunk_look_back", 4, -1, MAX_LOOK_BACK),
         decoder_chunk_look_back=_int(message, "decoder_chunk_look_back", 0, -1, MAX_LOOK_BACK),
         itn=_truthy(message.get("itn", True)),
-        hotwords=hotwords if isinstance(hotwords, str) else (json.dumps(hotwords) if hotwords else None),
+        hotwords=parse_hotwords(message.get("hotwords")),
         ignored=sorted(set(message) - KNOWN_FIELDS))
     if not config.is_pcm and mode != "offline":
         raise ProtocolError(f"wav_format {wav_format!r} (a whole audio file) needs mode 'offline'; "

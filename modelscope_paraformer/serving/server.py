@@ -1,7 +1,8 @@
 """The asyncio WebSocket server: FunASR's runtime protocol, the browser page and a health endpoint on one port.
 
 The event loop only does I/O: each connection parses the protocol (:mod:`.protocol`), cuts utterances with the
-causal endpointer (:mod:`..core.endpoint`: energy, or FSMN-VAD with ``serve --vad-model``) and hands audio to the one engine thread (:mod:`.worker`), which
+causal endpointer (:mod:`..core.endpoint`: energy, or FSMN-VAD with ``serve --vad-model``) and hands audio to
+the one engine thread (:mod:`.worker`), which
 sends results back. Plain HTTP GETs on the same port (websockets' ``process_request``) serve ``/health`` and
 the shipped static page; nothing else of the file system is reachable. The server keeps no state across
 connections, so any number of processes can run behind a load balancer that keeps each connection on one.
@@ -63,6 +64,7 @@ class ServerOptions:
     keyfile: Optional[str] = None
     endpoint: EndpointConfig = EndpointConfig()
     vad: Any = None  # a loaded FSMN-VAD (core.fsmn_vad.FsmnVad) cuts utterances instead of the energy endpointer
+    punctuator: Any = None  # a loaded CT-Transformer (core.punctuation.Punctuator) punctuates offline sentences
 
 
 class ServingError(ParaformerError):
@@ -247,7 +249,7 @@ class Connection:
         self.file_bytes, self.file_size = [], 0
         self.finished = asyncio.Event()
         settings = StreamSettings(config.mode, config.chunk_size, config.encoder_chunk_look_back,
-                                  config.decoder_chunk_look_back, config.wav_name)
+                                  config.decoder_chunk_look_back, config.wav_name, config.hotwords)
         worker.open(self.sid, settings, self, self.progress)
         self.log.info("session %d: mode %s, chunk_size %s, audio_fs %d, wav_format %s, wav_name %r", self.session,
                       config.mode, list(config.chunk_size), config.audio_fs, config.wav_format, config.wav_name)
@@ -359,6 +361,7 @@ class AsrServer:
         return {"status": "ok" if self.worker and self.worker.stats()["alive"] else "degraded",
                 "model": self.model_name, "offline_model": bool(self.offline_model),
                 "endpointer": "energy" if self.options.vad is None else "fsmn-vad",
+                "punctuation": self.options.punctuator is not None,
                 "connections": len(self.connections), "max_connections": self.options.max_connections,
                 "served": self.served, "refused": self.refused, "uptime_s": round(time.monotonic() - self._started),
                 "rss_mb": _rss_mb(), "engine": self.worker.stats() if self.worker else {}}
@@ -420,7 +423,8 @@ class AsrServer:
     async def serve(self, stop: Optional[asyncio.Future] = None, ready: Any = None) -> None:
         """Run until ``stop`` resolves (or SIGTERM / SIGINT when ``stop`` is None); then close cleanly."""
         loop = asyncio.get_running_loop()
-        self.worker = EngineWorker(self.model, self.offline_model, self.max_batch, loop)
+        self.worker = EngineWorker(self.model, self.offline_model, self.max_batch, loop,
+                                   punctuator=self.options.punctuator)
         self.worker.start()
         if stop is None:
             stop = loop.create_future()

@@ -49,6 +49,7 @@ class StreamSettings:
     encoder_chunk_look_back: int = 4
     decoder_chunk_look_back: int = 0
     key: str = "stream"
+    hotwords: Optional[list[str]] = None  # for the offline passes of a SeACo model
 
 
 @dataclass
@@ -96,9 +97,10 @@ class EngineWorker:
     """One thread that runs all engine work; the methods other than :meth:`run` are thread-safe."""
 
     def __init__(self, model: Any, offline_model: Any = None, max_batch: Optional[int] = None,
-                 loop: Any = None, idle_wait_s: float = 0.5):
+                 loop: Any = None, idle_wait_s: float = 0.5, punctuator: Any = None):
         self.model = model
         self.offline_model = offline_model
+        self.punctuator = punctuator  # punctuates the sentences of the offline passes (CT-Transformer)
         self.max_batch = max_batch
         self.loop = loop
         self.idle_wait_s = idle_wait_s
@@ -340,7 +342,7 @@ class EngineWorker:
         streaming = bool(getattr(model, "streaming", False))
         results: dict[int, Any] = {}
         batched = [i for i, job in enumerate(jobs) if job.data is None and 0 < len(job.samples) <= 60 * SAMPLE_RATE
-                   and (job.full_context or not streaming)]
+                   and (job.full_context or not streaming) and not self._streams[job.sid].settings.hotwords]
         began = time.perf_counter()
         for group in length_batches([len(jobs[i].samples) for i in batched], self.JOB_BATCH):
             indices = [batched[k] for k in group]
@@ -367,15 +369,22 @@ class EngineWorker:
                 self._fail(job.sid, transcript)
                 continue
             if transcript.text or job.last:
-                self._emit(stream, ("sentence", transcript.text, transcript.timestamps, job.last))
+                text = transcript.text
+                if self.punctuator is not None and text:
+                    try:
+                        text = self.punctuator.punctuate(text).text
+                    except Exception:  # a sentence without punctuation beats a failed session
+                        logger.exception("punctuation failed; sending the sentence unpunctuated")
+                self._emit(stream, ("sentence", text, transcript.timestamps, job.last))
             if job.last:
                 self._emit(stream, ("done",))
 
     def _decode(self, job: _Job, key: str) -> Transcript:
         model = self.offline_model if self.offline_model is not None else self.model
+        hotwords = self._streams[job.sid].settings.hotwords
         if job.data is not None:  # a whole audio file
             samples, rate = decode_audio(job.data, name=key)
-            return model.transcribe([resample(samples, rate)], [key])[0]
+            return model.recognizer.transcribe([resample(samples, rate)], [key], hotwords=hotwords)[0]
         samples = job.samples
         if len(samples) == 0:
             return Transcript(key, "")
@@ -383,8 +392,8 @@ class EngineWorker:
             # the segment in one full-context pass (Recognizer.recognize also works for a chunked encoder)
             recognizer = model.recognizer
             if len(samples) <= 60 * SAMPLE_RATE:
-                return recognizer.recognize([samples], [key], [job.offset_ms])[0]
-            transcript = recognizer.transcribe_long(samples, key)
+                return recognizer.recognize([samples], [key], [job.offset_ms], hotwords=hotwords)[0]
+            transcript = recognizer.transcribe_long(samples, key, hotwords=hotwords)
         else:  # offline mode on a streaming model: as the in-process pipeline does it (streamed)
             transcript = model.transcribe([samples], [key])[0]
         offset = int(round(job.offset_ms))
