@@ -2,10 +2,10 @@
 
 The event loop only does I/O: each connection parses the protocol (:mod:`.protocol`), cuts utterances with the
 causal endpointer (:mod:`..core.endpoint`: energy, or FSMN-VAD with ``serve --vad-model``) and hands audio to
-the one engine thread (:mod:`.worker`), which
-sends results back. Plain HTTP GETs on the same port (websockets' ``process_request``) serve ``/health`` and
-the shipped static page; nothing else of the file system is reachable. The server keeps no state across
-connections, so any number of processes can run behind a load balancer that keeps each connection on one.
+the one engine thread (:mod:`.worker`), which sends results back. Plain HTTP GETs on the same port
+(websockets' ``process_request``) serve ``/health`` and the shipped static page; nothing else of the file
+system is reachable. The server keeps no state across connections, so any number of processes can run behind
+a load balancer that keeps each connection on one.
 """
 from __future__ import annotations
 
