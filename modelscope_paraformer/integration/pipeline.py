@@ -78,6 +78,24 @@ class ResultList(list):
         return self._only("keys").keys()
 
 
+def call_arguments(input: Any, audio_in: Any, param_dict: Optional[dict], options: dict, known: set[str]
+                   ) -> tuple[Any, dict]:
+    """The audio of a pipeline call (``input``, or the legacy ``audio_in``) and its options (the legacy
+    ``param_dict`` merged in, legacy aliases renamed); options not in ``known`` are warned about."""
+    if input is not None and audio_in is not None:
+        raise TypeError("pass the audio once: as input= (or positionally) or as audio_in=, not both")
+    audio = input if input is not None else audio_in
+    if audio is None:
+        raise TypeError("no audio given: call p(audio), p(input=audio) or p(audio_in=audio)")
+    options = {**(param_dict or {}), **options}
+    for alias, name in ALIASES.items():
+        if alias in options:
+            options.setdefault(name, options.pop(alias))
+    if unknown := sorted(set(options) - known):
+        logger.warning("ignoring options this pipeline does not use: %s", ", ".join(unknown))
+    return audio, options
+
+
 def decoder_options(options: dict) -> dict:
     """The :class:`StreamingDecoder` settings among the call's options."""
     return {name: options[name] for name in DECODER_OPTIONS if options.get(name) is not None}
@@ -137,17 +155,7 @@ class ParaformerASRPipeline(Pipeline):
         Modelscope's own ``Pipeline.__call__`` is bypassed on purpose: it pops ``batch_size``, splits list inputs
         into single calls and has no notion of a session that must see the same ``cache`` object every call.
         """
-        if input is not None and audio_in is not None:
-            raise TypeError("pass the audio once: as input= (or positionally) or as audio_in=, not both")
-        audio = input if input is not None else audio_in
-        if audio is None:
-            raise TypeError("no audio given: call p(audio), p(input=audio) or p(audio_in=audio)")
-        options = {**(param_dict or {}), **options}
-        for alias, name in ALIASES.items():
-            if alias in options:
-                options.setdefault(name, options.pop(alias))
-        if unknown := sorted(set(options) - KNOWN_OPTIONS):
-            logger.warning("ignoring options this pipeline does not use: %s", ", ".join(unknown))
+        audio, options = call_arguments(input, audio_in, param_dict, options, KNOWN_OPTIONS)
         for name, cast in (("batch_size", int), ("batch_size_s", float)):
             if options.get(name) is not None:
                 try:

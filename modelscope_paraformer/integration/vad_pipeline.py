@@ -26,7 +26,7 @@ from ..core.audio import Utterance
 from ..core.errors import ParaformerError
 from ..core.fsmn_vad import OFFLINE_CHUNK_MS, FsmnVad, VadError, VadStream, load_vad
 from ..hub import resolve_model_dir
-from .pipeline import ResultList
+from .pipeline import ResultList, call_arguments
 from .preprocessor import ParaformerAudioPreprocessor
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 VAD_PIPELINE_NAME = "fsmn-vad"
 STREAM_KEY = "vad_stream"  # where a stream lives inside the caller's cache dict
 KNOWN_OPTIONS = {"cache", "is_final", "chunk_size", "max_end_silence_time", "fs", "key"}
-ALIASES = {"audio_fs": "fs"}
 
 
 class FsmnVadModel(TorchModel):
@@ -82,17 +81,7 @@ class FsmnVadPipeline(Pipeline):
         Modelscope's own ``Pipeline.__call__`` is bypassed, as in the ASR pipeline: a stream needs the very
         ``cache`` object of each call.
         """
-        if input is not None and audio_in is not None:
-            raise TypeError("pass the audio once: as input= (or positionally) or as audio_in=, not both")
-        audio = input if input is not None else audio_in
-        if audio is None:
-            raise TypeError("no audio given: call p(audio), p(input=audio) or p(audio_in=audio)")
-        options = {**(param_dict or {}), **options}
-        for alias, name in ALIASES.items():
-            if alias in options:
-                options.setdefault(name, options.pop(alias))
-        if unknown := sorted(set(options) - KNOWN_OPTIONS):
-            logger.warning("ignoring options this pipeline does not use: %s", ", ".join(unknown))
+        audio, options = call_arguments(input, audio_in, param_dict, options, KNOWN_OPTIONS)
         cache = options.get("cache")
         if cache is not None and not isinstance(cache, dict):
             raise TypeError(f"cache must be a dict that holds the VAD stream, got {type(cache).__name__}")
