@@ -80,37 +80,13 @@ def test_companion_arguments(tmp_path):
 
 # --- the composite against funasr on a recording with pauses --------------------------------------------------
 
-SENTENCES = ["jin1 tian1 tian1 qi4 hen3 hao3 wo3 men5 qu4 gong1 yuan2 san4 bu4", "qing3 wen4 huo3 che1 zhan4 na3 li3",
-             "zhe4 ge4 xiang4 mu4 de5 jin4 du4 bi3 yu4 qi1 de5 yao4 kuai4", "ming2 tian1 xia4 wu3 san1 dian3 kai1 hui4",
-             "wo3 xiang3 mai3 yi1 ben3 guan1 yu2 li4 shi3 de5 shu1", "ta1 de5 dian4 hua4 hao4 ma3 shi4 yi1 san1 ba1",
-             "yu3 yin1 shi2 bie2 ji4 shu4 fa1 zhan3 de5 fei1 chang2 kuai4", "zhou1 mo4 wo3 men5 yi4 qi3 qu4 kan4 ba5",
-             "zhe4 jia1 can1 ting1 de5 cai4 you4 hao3 chi1 you4 pian2 yi5", "qing3 ba3 chuang1 hu4 guan1 shang4",
-             "ta1 mei3 tian1 zao3 shang4 liu4 dian3 qi3 chuang2 pao3 bu4", "xie4 xie4 da4 jia1 de5 nai4 xin1"]
-PAUSES_S = [0.4, 1.2, 0.3, 2.5, 0.8, 1.6, 0.5, 3.0, 0.9, 1.1, 0.6, 1.4]
-
-
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
-    """~57 s of espeak-ng Mandarin: 12 sentences, pauses of 0.3-3 s, light noise (16 kHz float32, and its wav)."""
-    import subprocess
+    """~60 s of espeak-ng Mandarin with pauses of 0.15-5 s (16 kHz float32 as read from its wav, and the wav)."""
+    from modelscope_paraformer.tools.pause_recording import pause_recording
 
-    import numpy as np
-    import soundfile
-
-    from modelscope_paraformer.core.audio import resample
-
-    root = tmp_path_factory.mktemp("recording")
-    parts = [np.zeros(8000, np.float32)]
-    for i, (pinyin, pause) in enumerate(zip(SENTENCES, PAUSES_S)):
-        path = root / f"s{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-s", str(150 + 10 * (i % 3)), "-w", str(path), pinyin],
-                       check=True)
-        samples, rate = soundfile.read(path, dtype="float32")
-        parts += [resample(samples, rate), np.zeros(int(pause * 16000), np.float32)]
-    audio = np.concatenate(parts)
-    audio += np.random.default_rng(0).normal(0, 0.002, audio.size).astype(np.float32)
-    soundfile.write(root / "recording.wav", audio, 16000)
-    return soundfile.read(root / "recording.wav", dtype="float32")[0], root / "recording.wav"  # as 16-bit PCM
+    path = tmp_path_factory.mktemp("recording") / "recording.wav"
+    return pause_recording(path, seconds=60.0, seed=1), path
 
 
 @pytest.fixture(scope="module")

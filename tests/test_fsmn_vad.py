@@ -1,7 +1,7 @@
 """Native FSMN-VAD against funasr's FsmnVADStreaming on the same random hub-layout model and audio.
 
-The recording (~75 s) is Mandarin sentences (espeak-ng; without it, pieces of the example wav) at varying
-levels, with pauses of 0.15-5 s and a noise floor: long enough for FunASR's 60 s offline step and its
+The recording (~75 s, :mod:`modelscope_paraformer.tools.pause_recording`) is espeak-ng Mandarin sentences at
+varying levels, with pauses of 0.15-5 s and a noise floor: long enough for FunASR's 60 s offline step and its
 end-silence schedule. Segments must be equal to funasr's, offline (schedule and fixed end silence) and per
 streaming call (200 ms / 600 ms steps, chunks of the step's size and ragged ones).
 """
@@ -9,62 +9,26 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import EXAMPLE_WAV
 
 from modelscope_paraformer.core import load_vad
-from modelscope_paraformer.core.audio import AudioError, load_audio
+from modelscope_paraformer.core.audio import AudioError
 from modelscope_paraformer.core.checkpoint import CheckpointError
 from modelscope_paraformer.core.config import ConfigError
 from modelscope_paraformer.core.fsmn_vad import VadError
+from modelscope_paraformer.tools.pause_recording import RATE, pause_recording
 from modelscope_paraformer.tools.random_vad import VAD_CONFIG, build_random_vad
 
 funasr = pytest.importorskip("funasr")
 
-SENTENCES = ["jin1 tian1 tian1 qi4 hen3 hao3 wo3 men5 qu4 gong1 yuan2 san4 bu4",
-             "zhe4 ge5 xiang4 mu4 de5 jin4 du4 fei1 chang2 kuai4", "qing3 ba3 wen2 jian4 fa1 gei3 wo3",
-             "ming2 tian1 shang4 wu3 jiu3 dian3 kai1 hui4", "ta1 zai4 tu2 shu1 guan3 kan4 shu1",
-             "wo3 xiang3 mai3 yi1 bei1 ka1 fei1", "huo3 che1 ba1 dian3 chu1 fa1",
-             "zhe4 jia1 can1 ting1 de5 cai4 hen3 hao3 chi1"]
-PAUSES_S = [0.3, 2.5, 0.6, 4.0, 1.2, 3.0, 0.15, 2.2, 5.0, 0.9, 2.8, 1.6]
-RATE = 16000
-
-
-def _sentence(index: int) -> np.ndarray:
-    """One sentence at unit RMS: espeak-ng Mandarin, else a slice of the example recording."""
-    if shutil.which("espeak-ng") and shutil.which("sox"):
-        wav = subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-s", "150", "--stdout", SENTENCES[index % 8]],
-                             check=True, capture_output=True).stdout
-        raw = subprocess.run(["sox", "-R", "-t", "wav", "-", "-t", "raw", "-e", "floating-point", "-b", "32", "-L",
-                              "-c", "1", "-", "rate", "-h", str(RATE)], input=wav, check=True,
-                             capture_output=True).stdout
-        x = np.frombuffer(raw, "<f4").astype(np.float64)
-    else:
-        example = load_audio(EXAMPLE_WAV).astype(np.float64)
-        start = (index * 7919) % (len(example) // 2)
-        x = example[start:start + len(example) // 2]
-    return x / np.sqrt(np.mean(x ** 2))
-
-
 @pytest.fixture(scope="session")
 def recording(tmp_path_factory) -> np.ndarray:
     """The pause-rich test recording (16 kHz float32, read back from its 16-bit wav), built once per run."""
-    rng = np.random.default_rng(0)
-    parts, index = [np.zeros(RATE // 2)], 0
-    while sum(map(len, parts)) < 75 * RATE:
-        level_db = -20.0 + rng.uniform(-6, 6)
-        parts += [_sentence(index) * 10 ** (level_db / 20), np.zeros(int(PAUSES_S[index % len(PAUSES_S)] * RATE))]
-        index += 1
-    x = np.concatenate(parts)
-    x += rng.standard_normal(len(x)) * 10 ** (-50 / 20)
-    path = tmp_path_factory.mktemp("vad_audio") / "pauses.wav"
-    sf.write(path, np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16), RATE, subtype="PCM_16")
-    return sf.read(path, dtype="float32")[0]
+    return pause_recording(tmp_path_factory.mktemp("vad_audio") / "pauses.wav")
 
 
 @pytest.fixture(scope="module")
