@@ -53,13 +53,17 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from .core.scheduler import StreamingDecoder
 
     model = _load(args)
+    transcriber = _transcriber(args, model)
     if args.output:
         from .jsonl_transcription import transcribe_to_jsonl
 
-        print(transcribe_to_jsonl(model, args.audio, args.output, args.batch_size))
+        if args.hotword or args.sentence_timestamp:
+            raise ValueError("--hotword and --sentence-timestamp are not supported with --output yet: leave "
+                             "--output out to print the results")
+
+        print(transcribe_to_jsonl(transcriber or model, args.audio, args.output, args.batch_size))
         return 0
     utterances = list(iter_inputs(args.audio if len(args.audio) > 1 else args.audio[0]))
-    transcriber = _transcriber(args, model)
     if transcriber is not None:
         options = {"sentence_timestamp": args.sentence_timestamp}
         if args.hotword is not None:

@@ -98,8 +98,11 @@ def _transcribe_batch(model: Any, batch: list[tuple[str, Any]], batch_size: int)
         except AudioError as error:  # one unreadable file is its row's problem, not the run's
             rows[key] = {"key": key, "error": str(error)}
     if utterances:
-        for result in model.transcribe([u.samples for u in utterances], [u.key for u in utterances], batch_size):
-            rows[result.key] = result.as_dict()
+        # a recogniser gives Transcripts; a composite Transcriber (VAD, punctuation) FunASR-shaped dicts
+        for result in model.transcribe([u.samples for u in utterances], [u.key for u in utterances],
+                                       batch_size=batch_size):
+            row = result if isinstance(result, dict) else result.as_dict()
+            rows[row["key"]] = row
     return [rows[key] for key, _ in batch]
 
 

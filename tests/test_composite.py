@@ -167,6 +167,12 @@ def test_pipeline_and_cli_compose_as_funasr(small_models, companions, recording,
                           companions["punc"], "--json"], capture_output=True, text=True, check=True)
     printed = json.loads(out.stdout)
     assert (printed["text"], printed["timestamp"]) == (funasr_composite["text"], funasr_composite["timestamp"])
+    rows = tmp_path / "rows.jsonl"  # the bulk path (resumable, torchrun-sharded) composes too
+    subprocess.run([sys.executable, "-m", "modelscope_paraformer", "transcribe", str(recording[1]), "--model",
+                    str(small_models["offline"]), "--vad-model", companions["vad"], "--punc-model",
+                    companions["punc"], "--output", str(rows)], capture_output=True, text=True, check=True)
+    row = json.loads(rows.read_text(encoding="utf-8"))
+    assert (row["text"], row["timestamp"]) == (funasr_composite["text"], funasr_composite["timestamp"])
 
 
 def test_unsupported_companion_is_refused(small_models):
