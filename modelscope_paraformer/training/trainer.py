@@ -248,6 +248,10 @@ class ParaformerTrainer:
             model_dir = resolve_model_dir(c.model, c.model_revision)
             model = load_model(model_dir)  # keeps the base vocabulary
             cmvn_path = find_model_files(model_dir).cmvn
+            if model.config.variant != "paraformer":  # their extra parts have losses of their own, not ported
+                logger.warning("%s is a %s Paraformer: fine-tuning trains its encoder, CIF predictor and decoder; "
+                               "its timestamp predictor%s stay as loaded", model_dir, model.config.variant,
+                               " and hotword parts" if model.config.variant == "seaco" else "")
         else:
             if not c.architecture:
                 raise ValueError("training from scratch needs `architecture` (a config.yaml mapping) or `model`")
