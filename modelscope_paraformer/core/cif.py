@@ -158,7 +158,8 @@ def token_timestamps(weights: np.ndarray, peaks: np.ndarray, num_tokens: int, up
     peak ``i`` to peak ``i + 1``, cut to 12 frames (the rest is silence); the last span ends at the input's end,
     or half-way into a final silence of over 5 frames. When the peaks do not number ``num_tokens + 1``, new ones
     come from ``weights`` rescaled to sum to ``num_tokens + 1``. Frames are 60 ms / ``upsample_rate``. Times are
-    truncated to whole ms, as FunASR's are (negative ones, which FunASR gives for a peak at frame 0 or 1, are 0).
+    truncated to whole ms, as FunASR's are, and may be negative (a peak at frame 0 or 1): the caller adds the
+    segment's offset and then clips at 0, so a segment's first token may start a little before its cut, as in FunASR.
     """
     if num_tokens == 0:
         return []
@@ -186,7 +187,7 @@ def token_timestamps(weights: np.ndarray, peaks: np.ndarray, num_tokens: int, up
             spans[-1][1] = (frames + boundaries[-1]) * 0.5 * rate
         else:
             spans[-1][1] = frames * rate
-    return [[max(0, int(start * 1000)), max(0, int(end * 1000))] for start, end, is_token in spans if is_token]
+    return [[int(start * 1000), int(end * 1000)] for start, end, is_token in spans if is_token]
 
 
 def paraformer_timestamps(alphas: np.ndarray, num_tokens: int) -> list[list[int]]:

@@ -128,11 +128,17 @@ class Transcriber:
 
         transcripts: list[Optional[Transcript]] = [None] * len(segments)
         for batch in group_by_length(lengths, fits):
-            decoded = self.recognizer.transcribe([segments[i].samples for i in batch], [f"seg{i}" for i in batch],
-                                                 len(batch), segment_over_seconds=None, **decode_options)
+            samples, keys = [segments[i].samples for i in batch], [f"seg{i}" for i in batch]
+            if self.streaming:  # each segment streamed, its timestamps then made absolute
+                decoded = self.recognizer.transcribe(samples, keys, len(batch), segment_over_seconds=None,
+                                                     **decode_options)
+                for i, transcript in zip(batch, decoded):
+                    offset = segments[i].start_ms
+                    transcript.timestamps = [[start + offset, end + offset] for start, end in transcript.timestamps]
+            else:  # offsets applied before clipping at 0: a token may start just before its segment's cut
+                decoded = self.recognizer.recognize(samples, keys, [segments[i].start_ms for i in batch],
+                                                    **decode_options)
             for i, transcript in zip(batch, decoded):
-                offset = segments[i].start_ms
-                transcript.timestamps = [[start + offset, end + offset] for start, end in transcript.timestamps]
                 transcripts[i] = transcript
         return transcripts  # type: ignore[return-value]
 

@@ -145,8 +145,8 @@ class Recognizer:
                 else:
                     stamps = paraformer_timestamps(alphas, len(tokens))
                 offset = int(offsets_ms[i])
-                result.timestamps = [[start + offset, end + offset] for (start, end), token in zip(stamps, tokens)
-                                     if token not in SPECIAL_TOKENS]
+                result.timestamps = [[max(0, start + offset), max(0, end + offset)]  # never before the input
+                                     for (start, end), token in zip(stamps, tokens) if token not in SPECIAL_TOKENS]
         return results
 
     def transcribe_long(self, samples: np.ndarray, key: str = "utt", batch_size: int = 8, max_seconds: float = 20.0,
