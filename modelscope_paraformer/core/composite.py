@@ -3,7 +3,8 @@
 FunASR's ``AutoModel(model=ASR, vad_model=VAD, punc_model=PUNC)`` in native form. A :class:`Transcriber`
 holds a recogniser (:class:`~.recognizer.Recognizer`, or a :class:`~.model.Paraformer`, any engine) and, when
 given, an FSMN-VAD and a CT-Transformer. The VAD cuts each input into speech segments, the segments are decoded in
-batches of at most ``batch_size_s`` padded seconds (shortest first), their texts and timestamps are put back in
+batches of at most ``batch_size_s`` padded seconds (shortest first; at most a fifth of a batch padding, as a
+CPU pays for padding more than batching saves), their texts and timestamps are put back in
 time order (timestamps made absolute), the punctuation model punctuates the whole text once, and with
 ``sentence_timestamp=True`` the punctuation cuts the timed tokens into ``sentence_info``. The result dicts have
 FunASR's keys and values. Everything here is numpy: the models run wherever their engines run.
@@ -18,7 +19,7 @@ from typing import Any, Optional, Protocol, Sequence
 import numpy as np
 
 from .audio import SAMPLE_RATE, as_numpy, to_float32
-from .batching import group_by_length
+from .batching import MAX_PADDING, group_by_length, padding_share
 from .sentences import split_sentences
 from .transcript import Transcript
 
@@ -122,9 +123,10 @@ class Transcriber:
         lengths = [segment.end_ms - segment.start_ms for segment in segments]
         budget_ms = max(batch_size_s * 1000.0, float(min(lengths, default=0)))
 
-        def fits(batch: list[int]) -> bool:  # the last index is the longest
+        def fits(batch: list[int]) -> bool:  # FunASR's budget, and little padding (the last index is the longest)
             longest = lengths[batch[-1]]
-            return longest < threshold_s * 1000.0 and longest * len(batch) <= budget_ms
+            return (longest < threshold_s * 1000.0 and longest * len(batch) <= budget_ms
+                    and padding_share(lengths, batch) <= MAX_PADDING)
 
         transcripts: list[Optional[Transcript]] = [None] * len(segments)
         for batch in group_by_length(lengths, fits):
