@@ -131,12 +131,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from .training.train import tuning_options
     from .training.trainer import ParaformerTrainer, TrainerConfig
 
     config = TrainerConfig(work_dir=args.work_dir, data_dir=args.data_dir, model=args.model or str(DEMO_MODEL_DIR),
                            valid_dir=args.valid_dir, model_revision=args.model_revision, max_epoch=args.max_epoch,
                            batch_bins=args.batch_bins, lr=args.lr, warmup_steps=args.warmup_steps,
-                           precision=args.precision, seed=args.seed)
+                           precision=args.precision, seed=args.seed, **tuning_options(args))
     trainer = ParaformerTrainer(config)
     out = trainer.train()
     print(out)
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model")
     p.add_argument("--model-revision")
+    from .training.train import add_tuning_arguments  # argparse and torch-free at import: cheap
+
+    add_tuning_arguments(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("serve", help="WebSocket server (FunASR protocol: online / offline / 2pass) and browser page")

@@ -395,3 +395,17 @@ def test_lora_and_freeze_settings_are_checked(small_models, split_dir, tmp_path,
                                         model=str(small_models["offline"]), **options))
     with pytest.raises(ValueError, match="lora_rank"):
         TrainerConfig(work_dir=str(tmp_path), data_dir=str(split_dir), lora_rank=-1)
+
+
+def test_finetune_cli_takes_the_lora_and_freeze_options():
+    """`python -m modelscope_paraformer finetune` and the torchrun entry share one set of LoRA / freeze flags."""
+    from modelscope_paraformer.__main__ import build_parser
+    from modelscope_paraformer.training.train import tuning_options
+
+    args = build_parser().parse_args(["finetune", "--data-dir", "d", "--work-dir", "w", "--lora-rank", "8",
+                                      "--lora-alpha", "32", "--lora-targets", "*.self_attn.linear_out",
+                                      "--freeze", "encoder.*"])
+    assert tuning_options(args) == {"lora_rank": 8, "lora_alpha": 32.0, "lora_dropout": 0.05, "freeze": "encoder.*",
+                                    "lora_targets": "*.self_attn.linear_out"}
+    plain = build_parser().parse_args(["finetune", "--data-dir", "d", "--work-dir", "w"])
+    assert tuning_options(plain)["lora_rank"] == 0 and "lora_targets" not in tuning_options(plain)

@@ -14,9 +14,10 @@ import argparse
 import hashlib
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that train: the CLI imports this module's options cheaply
+    import torch
 
 
 def parameter_checksum(model: torch.nn.Module) -> str:
@@ -26,6 +27,22 @@ def parameter_checksum(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
+    """LoRA and freezing options (this script and ``python -m modelscope_paraformer finetune``)."""
+    parser.add_argument("--lora-rank", type=int, default=0, help="> 0: train LoRA adapters of this rank only")
+    parser.add_argument("--lora-alpha", type=float, default=16.0)
+    parser.add_argument("--lora-dropout", type=float, default=0.05)
+    parser.add_argument("--lora-targets", help="comma-separated module name patterns (default: SAN-M attention "
+                                               "and feed-forward Linears)")
+    parser.add_argument("--freeze", default="", help="comma-separated parameter name patterns to keep fixed")
+
+
+def tuning_options(args: argparse.Namespace) -> dict:
+    """The TrainerConfig fields that :func:`add_tuning_arguments` set."""
+    return {"lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
+            "freeze": args.freeze, **({"lora_targets": args.lora_targets} if args.lora_targets else {})}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -49,12 +66,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--cache-features", action="store_true", help="compute features once, keep them in memory")
-    parser.add_argument("--lora-rank", type=int, default=0, help="> 0: train LoRA adapters of this rank only")
-    parser.add_argument("--lora-alpha", type=float, default=16.0)
-    parser.add_argument("--lora-dropout", type=float, default=0.05)
-    parser.add_argument("--lora-targets", help="comma-separated module name patterns (default: SAN-M attention "
-                                               "and feed-forward Linears)")
-    parser.add_argument("--freeze", default="", help="comma-separated parameter name patterns to keep fixed")
+    add_tuning_arguments(parser)
     parser.add_argument("--checksum", action="store_true", help="write each rank's parameter checksum to work_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -63,14 +75,14 @@ def main(argv: Optional[list[str]] = None) -> None:
                            max_epoch=args.max_epoch, max_steps=args.max_steps, batch_bins=args.batch_bins, lr=args.lr,
                            warmup_steps=args.warmup_steps, save_interval_steps=args.save_interval_steps,
                            precision=args.precision, seed=args.seed, augment=not args.no_augment,
-                           cache_features=args.cache_features, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-                           lora_dropout=args.lora_dropout, freeze=args.freeze,
-                           **({"lora_targets": args.lora_targets} if args.lora_targets else {}))
+                           cache_features=args.cache_features, **tuning_options(args))
     trainer = ParaformerTrainer(config)
     trainer.train()
     if args.checksum:
         Path(args.work_dir, f"checksum.rank{trainer.rank}").write_text(parameter_checksum(trainer.model))
     if trainer.world_size > 1:
+        import torch.distributed
+
         torch.distributed.destroy_process_group()
 
 
