@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
@@ -68,14 +67,6 @@ def timed_units(transcript: Transcript, tokenizer: Any) -> list[str]:
     return words if len(words) == len(transcript.timestamps) else tokens
 
 
-@dataclass
-class _Segment:
-    index: int
-    start_ms: int
-    end_ms: int
-    samples: np.ndarray
-
-
 class Transcriber:
     """Recognition with optional VAD segmentation and punctuation; FunASR's composite call, natively."""
 
@@ -117,10 +108,10 @@ class Transcriber:
     def _decode_segments(self, waveform: np.ndarray, spans: list[list[int]], batch_size_s: float,
                          threshold_s: float, decode_options: dict) -> list[Transcript]:
         """Each VAD segment decoded, in time order, with absolute timestamps."""
-        segments = [_Segment(i, int(start), int(end),
-                             waveform[int(start) * SAMPLES_PER_MS:min(int(end) * SAMPLES_PER_MS, len(waveform))])
-                    for i, (start, end) in enumerate(spans)]
-        lengths = [segment.end_ms - segment.start_ms for segment in segments]
+        starts = [int(start) for start, _ in spans]
+        lengths = [int(end) - int(start) for start, end in spans]
+        pieces = [waveform[start * SAMPLES_PER_MS:(start + length) * SAMPLES_PER_MS]  # a slice stops at the end
+                  for start, length in zip(starts, lengths)]
         budget_ms = max(batch_size_s * 1000.0, float(min(lengths, default=0)))
 
         def fits(batch: list[int]) -> bool:  # FunASR's budget, and little padding (the last index is the longest)
@@ -128,17 +119,17 @@ class Transcriber:
             return (longest < threshold_s * 1000.0 and longest * len(batch) <= budget_ms
                     and padding_share(lengths, batch) <= MAX_PADDING)
 
-        transcripts: list[Optional[Transcript]] = [None] * len(segments)
+        transcripts: list[Optional[Transcript]] = [None] * len(spans)
         for batch in group_by_length(lengths, fits):
-            samples, keys = [segments[i].samples for i in batch], [f"seg{i}" for i in batch]
+            samples, keys = [pieces[i] for i in batch], [f"seg{i}" for i in batch]
             if self.streaming:  # each segment streamed, its timestamps then made absolute
                 decoded = self.recognizer.transcribe(samples, keys, len(batch), segment_over_seconds=None,
                                                      **decode_options)
                 for i, transcript in zip(batch, decoded):
-                    offset = segments[i].start_ms
+                    offset = starts[i]
                     transcript.timestamps = [[start + offset, end + offset] for start, end in transcript.timestamps]
             else:  # offsets applied before clipping at 0: a token may start just before its segment's cut
-                decoded = self.recognizer.recognize(samples, keys, [segments[i].start_ms for i in batch],
+                decoded = self.recognizer.recognize(samples, keys, [starts[i] for i in batch],
                                                     **decode_options)
             for i, transcript in zip(batch, decoded):
                 transcripts[i] = transcript
